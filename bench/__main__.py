@@ -1,0 +1,100 @@
+"""Headless benchmark: the Benchmark tab's code path from the command line.
+
+    python -m bench --workload replay --limit 8 --model tiny-random --profile cpu --out r.json
+    python -m bench --workload full --runs 3 --model qwen3-0.6b-random --profile h100 --out r.json
+
+Starts the shared engine (warm-up included), runs the workload `--runs` times, prints a summary
+table (the median run's figures when there are several) and writes JSON (+ CSV beside it).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.report import samples_csv, summary_text
+from bench.runner import WORKLOADS, BenchmarkError, BenchmarkResult, BenchmarkSpec, run_benchmark
+from engine import EngineService, add_config_arguments, config_from_args
+from eval_data import DataError, FormatError, load_course_file, official_question_set
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=WORKLOADS, default="answer")
+    parser.add_argument("--limit", type=int, default=358, help="questions to send (1..358)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--thinking", choices=("on", "off"), default="on",
+                        help="on: the course prompt as is; off: Qwen3's empty think block")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="question file in the course format (default: the official set)")
+    parser.add_argument("--runs", type=int, default=1, help="measured runs after warm-up")
+    parser.add_argument("--out", type=Path, default=None, help="result JSON (CSV written beside)")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+async def run_once(service: EngineService, pairs, spec: BenchmarkSpec) -> BenchmarkResult:
+    """One benchmark through the service, printing a progress line as it goes."""
+    result = None
+    async for event in service.relay(lambda engine: run_benchmark(engine, pairs, spec)):
+        if isinstance(event, BenchmarkResult):
+            result = event
+        else:
+            rouge = "" if event.rouge_l_mean is None else f"  ROUGE-L {event.rouge_l_mean:.4f}"
+            print(f"\r  {event.completed}/{event.total} done  {event.output_tokens:,} tokens  "
+                  f"{event.tokens_per_second:,.0f} tok/s{rouge}   ", end="", file=sys.stderr,
+                  flush=True)
+    print(file=sys.stderr)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+        pairs = load_course_file(args.data or official_question_set())
+        spec = BenchmarkSpec(args.workload, args.limit, args.max_new_tokens, args.thinking == "on")
+        spec.validate(len(pairs))
+    except (ValueError, DataError, FormatError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    service = EngineService(config, auto_restart=False)
+    service.start()
+    try:
+        status = service.wait_ready()
+        if not status.ready:
+            print(f"error: engine did not start: {status.message}", file=sys.stderr)
+            return 1
+        results = []
+        for i in range(args.runs):
+            print(f"run {i + 1}/{args.runs}: {spec.workload}, {spec.limit} questions", file=sys.stderr)
+            results.append(asyncio.run(run_once(service, pairs, spec)).to_dict())
+            print(f"  -> {results[-1]['tokens_per_second']:,.1f} output tokens/s", file=sys.stderr)
+    finally:
+        service.shutdown()
+    figures = [r["tokens_per_second"] for r in results]
+    chosen = sorted(results, key=lambda r: r["tokens_per_second"])[len(results) // 2]
+    report = {**chosen, "runs_tokens_per_second": figures,
+              "median_tokens_per_second": statistics.median(figures)}
+    print(summary_text(report))
+    if len(figures) > 1:
+        print(f"runs (tok/s): {' / '.join(f'{f:,.0f}' for f in figures)}; "
+              f"median {statistics.median(figures):,.0f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        args.out.with_suffix(".csv").write_text(samples_csv(report["samples"]), encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""One engine configuration object, chosen by a named profile and overridable per field.
+
+    cfg = make_config("h100", max_num_seqs=256)
+    cfg.engine_kwargs()   # -> keyword arguments for vLLM's AsyncEngineArgs
+
+Profiles: `cpu` (tests, laptops), `h100` (tuned for Hopper), `rtx5090` (the original course
+system's settings, bf16 instead of fp16), `vllm-defaults` (vLLM as shipped, for comparison),
+and `auto`, which picks one from the GPU it finds. The same object feeds the app, the HTTP API,
+the headless benchmark and the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+BENCH_BATCH = 358  # the course evaluation's batch: every question submitted at once
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that decides how the engine is built, warmed and bounded."""
+
+    profile: str = "cpu"
+    model: str = DEFAULT_MODEL
+    load_format: str = "auto"
+    dtype: str = "auto"
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    max_model_len: int = 4096
+    max_num_seqs: int = 512
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float = 0.85
+    enforce_eager: bool = False
+    async_scheduling: bool | None = None
+    stream_interval: int = 1
+    enable_prefix_caching: bool | None = None
+    cudagraph_capture_sizes: tuple[int, ...] | None = None
+    compilation_config: dict | None = None
+    attention_backend: str | None = None
+    cpu_kvcache_gib: int = 1
+    warmup_batch: int = BENCH_BATCH
+    warmup_tokens: int = 8
+    max_new_tokens_cap: int = 2048
+    max_batch: int = 1024
+    max_queued_requests: int = 2048
+    seed: int = 0
+    extra_engine_args: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.max_model_len < 64:
+            raise ValueError(f"max_model_len must be at least 64, got {self.max_model_len}")
+        if not 0.05 <= self.gpu_memory_utilization <= 0.99:
+            raise ValueError("gpu_memory_utilization must be within 0.05..0.99")
+        for name in ("max_num_seqs", "max_new_tokens_cap", "max_batch", "max_queued_requests",
+                     "stream_interval", "warmup_tokens", "cpu_kvcache_gib"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_batch < 0:
+            raise ValueError("warmup_batch must be 0 (no warm-up) or more")
+        if self.load_format not in ("auto", "dummy", "safetensors", "pt"):
+            raise ValueError(f"unknown load_format {self.load_format!r}")
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether this configuration targets vLLM's CPU backend."""
+        return self.profile == "cpu"
+
+    def engine_kwargs(self) -> dict:
+        """Keyword arguments for vLLM's `AsyncEngineArgs` (model path resolved separately)."""
+        kwargs = dict(
+            load_format=self.load_format,
+            dtype=self.dtype,
+            quantization=self.quantization,
+            kv_cache_dtype=self.kv_cache_dtype,
+            max_model_len=self.max_model_len,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            enforce_eager=self.enforce_eager,
+            async_scheduling=self.async_scheduling,
+            stream_interval=self.stream_interval,
+            enable_prefix_caching=self.enable_prefix_caching,
+            cudagraph_capture_sizes=(
+                list(self.cudagraph_capture_sizes) if self.cudagraph_capture_sizes else None
+            ),
+            compilation_config=self.compilation_config,
+            attention_backend=self.attention_backend,
+            seed=self.seed,
+        )
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if kwargs.get("stream_interval") == 1:
+            kwargs.pop("stream_interval")  # the default; older vLLM lacks the argument
+        return {**kwargs, **self.extra_engine_args}
+
+    def summary(self) -> dict:
+        """The settings worth showing next to a result."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {}, ())}
+
+
+# Every profile lists only what differs from EngineConfig's defaults.
+PROFILES: dict[str, dict] = {
+    "cpu": dict(
+        profile="cpu", dtype="float32", enforce_eager=True, max_model_len=4096,
+        max_num_seqs=BENCH_BATCH, gpu_memory_utilization=0.3, warmup_tokens=2,
+        max_new_tokens_cap=1024,
+    ),
+    "h100": dict(
+        profile="h100", dtype="bfloat16", kv_cache_dtype="fp8_e4m3", async_scheduling=True,
+        stream_interval=16, max_num_seqs=512, max_model_len=4096, gpu_memory_utilization=0.85,
+    ),
+    "rtx5090": dict(
+        profile="rtx5090", dtype="bfloat16", quantization="fp8", kv_cache_dtype="fp8_e4m3",
+        max_model_len=1024, max_num_seqs=BENCH_BATCH, max_num_batched_tokens=16384,
+        gpu_memory_utilization=0.9, enable_prefix_caching=True,
+        cudagraph_capture_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, BENCH_BATCH),
+        compilation_config={"cudagraph_mode": "FULL_AND_PIECEWISE"},
+    ),
+    "vllm-defaults": dict(profile="vllm-defaults", max_model_len=512),
+}
+PROFILE_NAMES = ("auto", *PROFILES)
+
+
+def detect_profile() -> str:
+    """The profile that fits the machine: h100 on Hopper, rtx5090 on Blackwell, else cpu."""
+    from engine.devices import gpu
+
+    found = gpu()
+    if found is None:
+        return "cpu"
+    major = found[1][0]
+    return "rtx5090" if major >= 10 else "h100"
+
+
+def make_config(profile: str = "auto", **overrides) -> EngineConfig:
+    """Build the configuration of a profile, then apply field overrides (None = keep)."""
+    if profile == "auto":
+        profile = detect_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
+    fields = {f.name for f in dataclasses.fields(EngineConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown engine settings: {', '.join(sorted(unknown))}")
+    chosen = {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+    return EngineConfig(**chosen)
+
+
+# Command-line flags: one per scalar field, so any profile value can be overridden.
+_FLAG_FIELDS = ("model", "load_format", "dtype", "quantization", "kv_cache_dtype",
+                "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                "gpu_memory_utilization", "stream_interval", "attention_backend",
+                "warmup_batch", "warmup_tokens", "max_new_tokens_cap", "max_batch",
+                "max_queued_requests", "cpu_kvcache_gib", "seed")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--profile` and one override flag per engine setting to a parser."""
+    group = parser.add_argument_group("engine (profile values, each overridable)")
+    group.add_argument("--profile", default="auto", choices=PROFILE_NAMES,
+                       help="named engine settings; auto picks from the GPU found (default)")
+    types = {f.name: f.type for f in dataclasses.fields(EngineConfig)}
+    for name in _FLAG_FIELDS:
+        kind = int if "int" in str(types[name]) else float if "float" in str(types[name]) else str
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                           help=f"override {name}")
+    group.add_argument("--enforce-eager", type=_parse_bool, default=None, metavar="BOOL")
+    group.add_argument("--async-scheduling", type=_parse_bool, default=None, metavar="BOOL")
+    group.add_argument("--enable-prefix-caching", type=_parse_bool, default=None, metavar="BOOL")
+    group.add_argument("--cudagraph-capture-sizes", type=_parse_sizes, default=None,
+                       metavar="N,N,...")
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    """The EngineConfig named by parsed command-line arguments."""
+    names = (*_FLAG_FIELDS, "enforce_eager", "async_scheduling", "enable_prefix_caching",
+             "cudagraph_capture_sizes")
+    return make_config(args.profile, **{n: getattr(args, n) for n in names})

@@ -1,0 +1,380 @@
+"""The shared vLLM engine: start, warm-up, status, streaming, batches, abort, shutdown.
+
+One `Engine` wraps one `AsyncLLM` and lives on one asyncio loop (see `engine.service` for
+using it from other threads). Streaming is the core call; a batch is many concurrent
+streams that report only their final output.
+
+    engine = Engine(make_config("cpu", model="tiny-random"))
+    await engine.start()                     # resolve model, build vLLM, warm up
+    async for chunk in engine.stream(prompt, GenerationParams(max_new_tokens=64)):
+        print(chunk.text, end="")
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import AsyncIterator, Sequence
+
+from engine.chat import DEFAULT_SYSTEM_PROMPT, render_prompt
+from engine.config import EngineConfig
+from engine.devices import device_name
+from engine.models import ResolvedModel, resolve_model
+
+WARMUP_QUESTION = "CUDA中矩阵乘法算子如何利用共享内存减少全局内存访问？请结合线程块说明。"
+
+
+class RequestError(ValueError):
+    """A request the engine will not run (too long, bad sampling values); it keeps serving."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine is not ready: still starting, failed, restarting or shut down."""
+
+
+class EngineBusy(RuntimeError):
+    """Admitting the request would exceed the configured queue; try again shortly."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Per-request sampling settings."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    ignore_eos: bool = False
+    seed: int | None = None
+
+    def validate(self) -> None:
+        """Raise RequestError naming the first value out of range."""
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise RequestError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise RequestError(f"temperature must be within 0..2, got {self.temperature!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise RequestError(f"top_p must be within (0, 1], got {self.top_p!r}")
+        if not (self.top_k == -1 or 1 <= self.top_k <= 1000):
+            raise RequestError(f"top_k must be -1 (off) or within 1..1000, got {self.top_k!r}")
+
+
+GREEDY = GenerationParams(temperature=0.0, top_p=1.0, top_k=-1)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One streamed piece of a reply."""
+
+    text: str
+    output_tokens: int  # so far, from token ids
+    finished: bool
+    finish_reason: str | None
+    ttft_s: float | None  # seconds from submission to the first token
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One finished request of a batch."""
+
+    index: int
+    token_ids: list[int]
+    text: str
+    prompt_tokens: int
+    ttft_s: float | None
+    latency_s: float
+    finish_reason: str | None
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What the engine is doing, for status lines and readiness checks."""
+
+    phase: str  # idle, loading, warming, ready, failed, stopped
+    message: str
+    progress: float | None = None
+    error: str | None = None
+    startup_seconds: float | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
+
+
+@dataclass
+class Counters:
+    """Live figures from vLLM's stat hook: tokens generated, scheduler queue lengths."""
+
+    generated_tokens: int = 0
+    running: int = 0
+    waiting: int = 0
+
+
+def _stat_logger(counters: Counters):
+    """A vLLM stat-logger class that feeds `counters` every engine step."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class StepRecorder(StatLoggerBase):
+        def __init__(self, vllm_config, engine_index: int = 0):
+            pass
+
+        def record(self, scheduler_stats, iteration_stats, *args, **kwargs):
+            if iteration_stats is not None:
+                counters.generated_tokens += iteration_stats.num_generation_tokens
+            if scheduler_stats is not None:
+                counters.running = scheduler_stats.num_running_reqs
+                counters.waiting = scheduler_stats.num_waiting_reqs
+
+        def log_engine_initialized(self):
+            pass
+
+    return StepRecorder
+
+
+def build_engine_args(config: EngineConfig, model: ResolvedModel):
+    """vLLM's AsyncEngineArgs for a config and a resolved model (unknown fields dropped)."""
+    import dataclasses as dc
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kwargs = config.engine_kwargs()
+    if model.random_weights:
+        kwargs["load_format"] = "dummy"
+    known = {f.name for f in dc.fields(AsyncEngineArgs)}
+    dropped = sorted(set(kwargs) - known)
+    if dropped:
+        print(f"[engine] this vLLM has no setting {', '.join(dropped)}; ignored", flush=True)
+    kwargs = {k: v for k, v in kwargs.items() if k in known}
+    return AsyncEngineArgs(model=str(model.path), tokenizer=str(model.path), **kwargs)
+
+
+class Engine:
+    """The one shared AsyncLLM with its tokenizer, warm-up and status."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.counters = Counters()
+        self.model: ResolvedModel | None = None
+        self.tokenizer = None
+        self._llm = None
+        self._status = EngineStatus("idle", "not started")
+        self._started = 0.0
+
+    # ---- lifecycle -------------------------------------------------------------------
+    @property
+    def status(self) -> EngineStatus:
+        return self._status
+
+    def _set(self, phase: str, message: str, progress: float | None = None, **kw) -> None:
+        self._status = replace(self._status, phase=phase, message=message, progress=progress, **kw)
+        print(f"[engine] {phase}: {message}" + (f" ({progress:.0%})" if progress is not None else ""),
+              flush=True)
+
+    async def start(self) -> None:
+        """Resolve the model, build vLLM, warm up at the benchmark's batch; then ready."""
+        self._started = time.perf_counter()
+        try:
+            await self._build()
+            await self.warm_up()
+        except BaseException as err:
+            self._set("failed", f"start failed: {type(err).__name__}: {err}",
+                      error=f"{type(err).__name__}: {err}")
+            raise
+        seconds = time.perf_counter() - self._started
+        self._status = replace(self._status, startup_seconds=round(seconds, 1))
+        self._set("ready", f"ready in {seconds:.0f} s")
+
+    async def _build(self) -> None:
+        self._set("loading", f"resolving model {self.config.model}")
+        loop = asyncio.get_running_loop()
+
+        def progress(message: str, fraction: float | None) -> None:
+            loop.call_soon_threadsafe(self._set, "loading", message, fraction)
+
+        self.model = await asyncio.to_thread(resolve_model, self.config.model, progress)
+        if self.config.on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.cpu_kvcache_gib))
+        self._set("loading", "starting vLLM (load weights, compile, CUDA graphs)")
+        from transformers import AutoTokenizer
+        from vllm import __version__ as vllm_version
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = build_engine_args(self.config, self.model)
+        self._llm = await asyncio.to_thread(
+            AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self.counters)])
+        self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(self.model.path))
+        self._status = replace(self._status, info={
+            "model": self.model.name, "model_source": self.model.source,
+            "random_weights": self.model.random_weights, "device": device_name(self.config),
+            "vllm": vllm_version, "profile": self.config.profile,
+            "max_model_len": self.config.max_model_len,
+        })
+
+    async def warm_up(self) -> None:
+        """Run one batch at the benchmark's shape so compile and graphs are paid before use."""
+        n = self.config.warmup_batch
+        if n == 0:
+            return
+        self._set("warming", f"warm-up batch of {n}", 0.0)
+        prompts = [self.chat_prompt(f"{WARMUP_QUESTION} ({i})") for i in range(n)]
+        params = replace(GREEDY, max_new_tokens=self.config.warmup_tokens, ignore_eos=True)
+        done = 0
+        async for _ in self.generate_many(prompts, [params] * n, decode=False, require_ready=False):
+            done += 1
+            if done % max(1, n // 20) == 0 or done == n:
+                self._set("warming", f"warm-up batch: {done} of {n} done", done / n)
+
+    def shutdown(self) -> None:
+        """Stop vLLM and its processes; the engine is unusable afterwards."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.shutdown()
+        if self._status.phase != "failed":
+            self._set("stopped", "engine shut down")
+
+    # ---- health ----------------------------------------------------------------------
+    def dead_reason(self) -> str | None:
+        """Why the engine died, or None while it lives (or has not started)."""
+        if self._llm is None or not self._llm.errored:
+            return None
+        return f"engine process died ({type(self._llm.dead_error).__name__})"
+
+    def mark_failed(self, reason: str) -> None:
+        self._set("failed", reason, error=reason)
+
+    def unfinished_requests(self) -> int:
+        """Requests vLLM still tracks (running, waiting or being aborted)."""
+        return 0 if self._llm is None else self._llm.get_num_unfinished_requests()
+
+    def _require(self, ready: bool = True, admit: int = 1):
+        if self._llm is None or (ready and not self._status.ready):
+            raise EngineUnavailable(f"engine not ready: {self._status.phase} ({self._status.message})")
+        queued, limit = self.unfinished_requests(), self.config.max_queued_requests
+        if queued + admit > limit:
+            raise EngineBusy(f"server busy: {queued} requests in the engine, limit {limit}; "
+                             "try again shortly")
+        return self._llm
+
+    # ---- prompts ---------------------------------------------------------------------
+    def chat_prompt(self, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+                    thinking: bool = True) -> list[int]:
+        """Token ids of one question as a chat prompt, generation prompt open."""
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+        messages.append({"role": "user", "content": question})
+        return self.encode(render_prompt(self.tokenizer, messages, thinking))
+
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            raise EngineUnavailable("engine not started")
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _max_tokens(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
+        """New-token budget after checks against max_model_len and the server cap."""
+        params.validate()
+        limit = self.config.max_model_len
+        if not prompt_ids:
+            raise RequestError("the prompt is empty")
+        if len(prompt_ids) >= limit:
+            raise RequestError(f"the prompt has {len(prompt_ids)} tokens; this engine takes at most "
+                               f"{limit - 1} (max_model_len {limit}, at least one new token)")
+        return min(params.max_new_tokens, self.config.max_new_tokens_cap, limit - len(prompt_ids))
+
+    def _sampling(self, params: GenerationParams, max_tokens: int, final_only: bool,
+                  detokenize: bool = True):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        kind = RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA
+        return SamplingParams(
+            max_tokens=max_tokens, temperature=params.temperature, top_p=params.top_p,
+            top_k=params.top_k, ignore_eos=params.ignore_eos, seed=params.seed,
+            min_tokens=max_tokens if params.ignore_eos else 0, output_kind=kind,
+            detokenize=detokenize, skip_special_tokens=True,
+        )
+
+    # ---- generation ------------------------------------------------------------------
+    async def stream(self, prompt_ids: list[int], params: GenerationParams,
+                     request_id: str | None = None) -> AsyncIterator[Chunk]:
+        """Stream a reply as text deltas; leaving the loop early aborts the request in vLLM."""
+        llm = self._require()
+        sampling = self._sampling(params, self._max_tokens(prompt_ids, params), final_only=False)
+        request_id = request_id or f"chat-{uuid.uuid4().hex[:12]}"
+        start, first, produced, finished = time.perf_counter(), None, 0, False
+        outputs = llm.generate({"prompt_token_ids": list(prompt_ids)}, sampling, request_id)
+        try:
+            async for out in outputs:
+                piece = out.outputs[0]
+                produced += len(piece.token_ids)
+                now = time.perf_counter() - start
+                if first is None and produced:
+                    first = now
+                finished = out.finished
+                yield Chunk(piece.text, produced, finished, piece.finish_reason, first, now)
+        except Exception as err:
+            self._raise_clear(err)
+        finally:
+            await outputs.aclose()
+            if not finished and self._llm is not None and not self._llm.errored:
+                await self._llm.abort(request_id)
+
+    async def generate_many(self, prompts: Sequence[list[int]], params: Sequence[GenerationParams],
+                            decode: bool = True, require_ready: bool = True,
+                            request_prefix: str = "batch") -> AsyncIterator[Completion]:
+        """Submit every prompt at once; yield each request as it finishes (completion order).
+
+        Closing the iterator early aborts every request still running.
+        """
+        llm = self._require(ready=require_ready, admit=len(prompts))
+        if len(prompts) != len(params):
+            raise RequestError("prompts and params differ in length")
+        budgets = [self._max_tokens(p, s) for p, s in zip(prompts, params)]
+        tag = f"{request_prefix}-{uuid.uuid4().hex[:8]}"
+        done: asyncio.Queue = asyncio.Queue()
+        start = time.perf_counter()
+
+        async def one(i: int) -> None:
+            sampling = self._sampling(params[i], budgets[i], final_only=True, detokenize=False)
+            final = None
+            try:
+                async for final in llm.generate({"prompt_token_ids": list(prompts[i])}, sampling,
+                                                f"{tag}-{i}"):
+                    pass
+            except Exception as err:
+                done.put_nowait(err)
+                return
+            piece = final.outputs[0]
+            ids = list(piece.token_ids)
+            metrics = getattr(final, "metrics", None)
+            ttft = getattr(metrics, "first_token_latency", None) or None
+            text = self.tokenizer.decode(ids, skip_special_tokens=True) if decode else ""
+            done.put_nowait(Completion(i, ids, text, len(prompts[i]), ttft,
+                                       time.perf_counter() - start, piece.finish_reason))
+
+        tasks = [asyncio.create_task(one(i)) for i in range(len(prompts))]
+        try:
+            for _ in tasks:
+                item = await done.get()
+                if isinstance(item, BaseException):
+                    self._raise_clear(item)
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _raise_clear(self, err: BaseException):
+        reason = self.dead_reason()
+        if reason:
+            self.mark_failed(reason)
+            raise EngineUnavailable(reason) from err
+        if isinstance(err, ValueError):
+            raise RequestError(str(err)) from err
+        raise err

@@ -1,0 +1,73 @@
+"""Fetch the official 358-question set once, check its SHA-256, and cache it.
+
+The file is public but not ours to redistribute, so it is downloaded on the user's machine.
+`QWEN_DEMO_EVAL_FILE` points at a local copy instead (tests and offline machines use it).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+OFFICIAL_URL = (
+    "https://raw.githubusercontent.com/SLDRMK/GPU_LLM_Inference_Paratera/"
+    "081022fc6a7b2c5df52305b7a2e884ebc43ba794/official_test_358.txt"
+)
+OFFICIAL_SHA256 = "59e519dde456a379bdbd619392dd4d0e516ee0d006a2dbfca23db40ce31770dd"
+FILE_NAME = "official_test_358.txt"
+ENV_FILE = "QWEN_DEMO_EVAL_FILE"
+
+
+class DataError(RuntimeError):
+    """The question set could not be had: offline, wrong hash, or a missing local file."""
+
+
+def cache_dir() -> Path:
+    """Where downloaded data lives (`QWEN_DEMO_CACHE`, else ~/.cache/qwen3-vllm-demo)."""
+    root = os.environ.get("QWEN_DEMO_CACHE") or Path.home() / ".cache" / "qwen3-vllm-demo"
+    return Path(root) / "eval_data"
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def official_question_set(url: str = OFFICIAL_URL, timeout: float = 30.0) -> Path:
+    """Path of the verified official question file, downloading it on first use."""
+    local = os.environ.get(ENV_FILE)
+    if local:
+        if not Path(local).is_file():
+            raise DataError(f"{ENV_FILE} points at a missing file: {local}")
+        return Path(local)
+    target = cache_dir() / FILE_NAME
+    if target.is_file() and sha256_of(target) == OFFICIAL_SHA256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _download(url, target, timeout)
+    return target
+
+
+def _download(url: str, target: Path, timeout: float) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            shutil.copyfileobj(resp, out)
+    except OSError as err:
+        os.unlink(tmp)
+        raise DataError(
+            f"could not download the question set from {url}: {err}. "
+            f"Offline? Set {ENV_FILE} to a local copy of {FILE_NAME}."
+        ) from None
+    got = sha256_of(Path(tmp))
+    if got != OFFICIAL_SHA256:
+        os.unlink(tmp)
+        raise DataError(f"downloaded question set has SHA-256 {got}, expected {OFFICIAL_SHA256}")
+    os.replace(tmp, target)
