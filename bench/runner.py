@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import AsyncIterator
 
 from bench.metrics import mean, percentile, rouge_l_f1, tokens_per_second
-from engine import BENCH_BATCH, DEFAULT_SYSTEM_PROMPT, GREEDY, Engine, split_thinking
+from engine import BENCH_BATCH, DEFAULT_SYSTEM_PROMPT, GREEDY, Engine, answer_text
 from eval_data import QAPair
 
 WORKLOADS = ("answer", "replay", "full")
@@ -108,7 +108,7 @@ def build_params(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec):
 
 def score_answer(prediction: str, reference: str) -> float:
     """ROUGE-L of a model answer, its reasoning (if any) left out."""
-    return rouge_l_f1(split_thinking(prediction)[1], reference)
+    return rouge_l_f1(answer_text(prediction), reference)
 
 
 async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec,

@@ -44,6 +44,11 @@ def split_thinking(text: str) -> tuple[str, str, bool]:
     return "", text.strip(), True
 
 
+def answer_text(text: str) -> str:
+    """The answer part of a reply: reasoning removed, stripped ('' if it never finished)."""
+    return split_thinking(text)[1]
+
+
 def build_messages(history: list[dict], user_message: str,
                    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict]:
     """The message list for the next turn; earlier replies lose their reasoning."""

@@ -254,6 +254,10 @@ class Engine:
         """Requests vLLM still tracks (running, waiting or being aborted)."""
         return 0 if self._llm is None else self._llm.get_num_unfinished_requests()
 
+    def require_ready(self) -> None:
+        """Raise EngineUnavailable unless the engine can take requests now."""
+        self._require(admit=0)
+
     def _require(self, ready: bool = True, admit: int = 1):
         if self._llm is None or (ready and not self._status.ready):
             raise EngineUnavailable(f"engine not ready: {self._status.phase} ({self._status.message})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -104,8 +105,23 @@ def _tracker(progress: Progress, label: str):
     return Tracker
 
 
+HUBS = {"modelscope": "modelscope.cn", "huggingface": "huggingface.co"}
+
+
+def reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether an HTTPS connection to `host` opens within `timeout` seconds."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def download_model(model_id: str, target: Path, progress: Progress = _quiet) -> str:
     """Download a model id into `target` (ModelScope, then Hugging Face); return the source."""
+    if not any(reachable(host) for host in HUBS.values()):
+        raise ModelError(f"offline: cannot reach {' or '.join(HUBS.values())} to download "
+                         f"{model_id}. Pass --model with a local folder, or --model tiny-random.")
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     errors = []

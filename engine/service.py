@@ -17,9 +17,9 @@ import time
 from contextlib import suppress
 from typing import AsyncIterator, Awaitable, Callable
 
-from engine.chat import render_prompt
+from engine.chat import answer_text, render_prompt
 from engine.config import EngineConfig
-from engine.engine import Chunk, Engine, EngineStatus, EngineUnavailable, GenerationParams
+from engine.engine import Chunk, Engine, EngineStatus, GenerationParams
 
 WATCH_SECONDS = 0.5
 
@@ -154,8 +154,7 @@ class EngineService:
         """Stream the reply to a chat (messages already include the system prompt)."""
 
         def make(engine: Engine) -> AsyncIterator[Chunk]:
-            if engine.tokenizer is None:
-                raise EngineUnavailable(f"engine not ready: {engine.status.phase}")
+            engine.require_ready()
             ids = engine.encode(render_prompt(engine.tokenizer, messages, thinking))
             return engine.stream(ids, params)
 
@@ -166,11 +165,12 @@ class EngineService:
         """One answer per question, in order; the whole list goes to the engine at once."""
 
         async def run(engine: Engine) -> list[str]:
+            engine.require_ready()
             prompts = [engine.chat_prompt(q, thinking=thinking) for q in questions]
             answers = [""] * len(prompts)
             async for done in engine.generate_many(prompts, [params] * len(prompts),
                                                    request_prefix="predict"):
-                answers[done.index] = done.text.strip()
+                answers[done.index] = answer_text(done.text)
             return answers
 
         return await self.call(run)

@@ -1,0 +1,54 @@
+# Qwen3 vLLM demo: Gradio UI on 7860, course HTTP API on 8000. Needs an NVIDIA GPU:
+#   docker build -t qwen3-vllm-demo .            # --build-arg DOWNLOAD_MODEL=0: no model baked in
+#   docker run --gpus all -p 7860:7860 -p 8000:8000 qwen3-vllm-demo [app flags, e.g. --auth user:pass]
+# Without the baked-in model, mount one at /models/model or pass --model.
+
+# Keep equal to the vllm== pin in requirements.txt.
+ARG VLLM_VERSION=0.32.0
+FROM vllm/vllm-openai:v${VLLM_VERSION}
+
+ARG DOWNLOAD_MODEL=1
+ARG MODEL_ID=Qwen/Qwen3-0.6B
+
+ENV PYTHONUNBUFFERED=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    QWEN_DEMO_MODEL=/models/model \
+    QWEN_DEMO_CACHE=/home/qwen/.cache/qwen3-vllm-demo
+
+WORKDIR /app
+
+# vLLM comes with the base image; the rest of the app's (pinned) dependencies.
+COPY requirements-common.txt ./
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -r requirements-common.txt
+
+RUN groupadd --gid 10001 qwen \
+    && useradd --no-log-init --create-home --uid 10001 --gid 10001 --shell /bin/bash qwen \
+    && mkdir -p /models "${QWEN_DEMO_CACHE}" \
+    && chown -R qwen:qwen /models "/home/qwen/.cache"
+
+COPY app.py api.py ./
+COPY engine/ engine/
+COPY eval_data/ eval_data/
+COPY bench/ bench/
+COPY ui/ ui/
+
+# qwen, by number so that the host and Kubernetes can tell it is not root.
+USER 10001:10001
+
+# The model is fetched as the app user, without the hubs' own caches.
+RUN if [ "${DOWNLOAD_MODEL}" = "1" ]; then \
+        python3 -m engine.models download "${MODEL_ID}" --out /models/model \
+        && rm -rf "/home/qwen/.cache/modelscope" "/home/qwen/.cache/huggingface"; \
+    else \
+        echo "DOWNLOAD_MODEL=${DOWNLOAD_MODEL}: no model in the image"; \
+    fi
+
+EXPOSE 7860 8000
+
+# Healthy once the API on 8000 reports the engine ready ({"status": "batch"}); loading takes minutes.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
+    CMD ["python3", "-c", "import json, sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5); sys.exit(json.load(r).get('status') != 'batch')"]
+
+# Replaces the base image's vLLM server entrypoint; `docker run IMAGE --flag ...` appends app flags.
+ENTRYPOINT ["python3", "app.py", "--host", "0.0.0.0"]
+CMD []
