@@ -13,7 +13,6 @@ import asyncio
 import json
 import statistics
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from bench.report import samples_csv, summary_text
@@ -25,7 +24,9 @@ from eval_data import DataError, FormatError, load_course_file, official_questio
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", choices=WORKLOADS, default="answer")
+    parser.add_argument("--workload", default="answer",
+                        help=f"one of {', '.join(WORKLOADS)}, or several joined by commas "
+                             "(one engine start serves them all)")
     parser.add_argument("--limit", type=int, default=358, help="questions to send (1..358)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--thinking", choices=("on", "off"), default="on",
@@ -38,6 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    args.workloads = args.workload.split(",")
+    bad = [w for w in args.workloads if w not in WORKLOADS]
+    if bad:
+        parser.error(f"unknown workload {bad[0]!r}; choose from {', '.join(WORKLOADS)}")
     return args
 
 
@@ -61,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         pairs = load_course_file(args.data or official_question_set())
-        spec = BenchmarkSpec(args.workload, args.limit, args.max_new_tokens, args.thinking == "on")
-        spec.validate(len(pairs))
+        specs = [BenchmarkSpec(w, args.limit, args.max_new_tokens, args.thinking == "on")
+                 for w in args.workloads]
+        for spec in specs:
+            spec.validate(len(pairs))
     except (ValueError, DataError, FormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -73,27 +80,36 @@ def main(argv: list[str] | None = None) -> int:
         if not status.ready:
             print(f"error: engine did not start: {status.message}", file=sys.stderr)
             return 1
-        results = []
-        for i in range(args.runs):
-            print(f"run {i + 1}/{args.runs}: {spec.workload}, {spec.limit} questions", file=sys.stderr)
-            results.append(asyncio.run(run_once(service, pairs, spec)).to_dict())
-            print(f"  -> {results[-1]['tokens_per_second']:,.1f} output tokens/s", file=sys.stderr)
+        for spec in specs:
+            results = []
+            for i in range(args.runs):
+                print(f"run {i + 1}/{args.runs}: {spec.workload}, {spec.limit} questions",
+                      file=sys.stderr)
+                results.append(asyncio.run(run_once(service, pairs, spec)).to_dict())
+                print(f"  -> {results[-1]['tokens_per_second']:,.1f} output tokens/s",
+                      file=sys.stderr)
+            report(results, args.out, spec.workload if len(specs) > 1 else None)
     finally:
         service.shutdown()
+    return 0
+
+
+def report(results: list[dict], out: Path | None, suffix: str | None) -> None:
+    """Print the median run's summary and write it (all runs' figures included) as JSON+CSV."""
     figures = [r["tokens_per_second"] for r in results]
     chosen = sorted(results, key=lambda r: r["tokens_per_second"])[len(results) // 2]
-    report = {**chosen, "runs_tokens_per_second": figures,
+    merged = {**chosen, "runs_tokens_per_second": figures,
               "median_tokens_per_second": statistics.median(figures)}
-    print(summary_text(report))
+    print(summary_text(merged))
     if len(figures) > 1:
         print(f"runs (tok/s): {' / '.join(f'{f:,.0f}' for f in figures)}; "
               f"median {statistics.median(figures):,.0f}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-        args.out.with_suffix(".csv").write_text(samples_csv(report["samples"]), encoding="utf-8")
-        print(f"wrote {args.out}")
-    return 0
+    if out:
+        path = out.with_suffix(f".{suffix}.json") if suffix else out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(merged, ensure_ascii=False, indent=2), encoding="utf-8")
+        path.with_suffix(".csv").write_text(samples_csv(merged["samples"]), encoding="utf-8")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

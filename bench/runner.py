@@ -95,13 +95,13 @@ class BenchmarkResult:
         return asdict(self)
 
 
-def build_params(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec):
-    """Per-request generation settings of a workload (all greedy)."""
+def build_params(encode, pairs: list[QAPair], spec: BenchmarkSpec):
+    """Per-request generation settings of a workload (all greedy); `encode`: text -> ids."""
     if spec.workload == "answer":
         return [replace(GREEDY, max_new_tokens=spec.max_new_tokens)] * len(pairs)
     if spec.workload == "full":
         return [replace(GREEDY, max_new_tokens=spec.max_new_tokens, ignore_eos=True)] * len(pairs)
-    lengths = [len(engine.encode(p.reference)) for p in pairs]
+    lengths = [len(encode(p.reference)) for p in pairs]
     return [replace(GREEDY, max_new_tokens=max(1, min(spec.max_new_tokens, n)), ignore_eos=True)
             for n in lengths]
 
@@ -117,7 +117,7 @@ async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec
     spec.validate(len(pairs))
     pairs = pairs[: spec.limit]
     prompts = [engine.chat_prompt(p.question, spec.system_prompt, spec.thinking) for p in pairs]
-    params = build_params(engine, pairs, spec)
+    params = build_params(engine.encode, pairs, spec)
     scoring = spec.workload == "answer"
     # Scoring runs in its own process so that it never slows the engine's output handling.
     pool = (ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))

@@ -38,6 +38,7 @@ class EngineConfig:
     enable_prefix_caching: bool | None = None
     cudagraph_capture_sizes: tuple[int, ...] | None = None
     compilation_config: dict | None = None
+    cudagraph_mode: str | None = None  # e.g. FULL_AND_PIECEWISE, FULL_DECODE_ONLY, PIECEWISE
     attention_backend: str | None = None
     cpu_kvcache_gib: int = 1
     warmup_batch: int = BENCH_BATCH
@@ -85,7 +86,7 @@ class EngineConfig:
             cudagraph_capture_sizes=(
                 list(self.cudagraph_capture_sizes) if self.cudagraph_capture_sizes else None
             ),
-            compilation_config=self.compilation_config,
+            compilation_config=self._compilation(),
             attention_backend=self.attention_backend,
             seed=self.seed,
         )
@@ -93,6 +94,12 @@ class EngineConfig:
         if kwargs.get("stream_interval") == 1:
             kwargs.pop("stream_interval")  # the default; older vLLM lacks the argument
         return {**kwargs, **self.extra_engine_args}
+
+    def _compilation(self) -> dict | None:
+        merged = dict(self.compilation_config or {})
+        if self.cudagraph_mode:
+            merged["cudagraph_mode"] = self.cudagraph_mode
+        return merged or None
 
     def summary(self) -> dict:
         """The settings worth showing next to a result."""
@@ -115,7 +122,7 @@ PROFILES: dict[str, dict] = {
         max_model_len=1024, max_num_seqs=BENCH_BATCH, max_num_batched_tokens=16384,
         gpu_memory_utilization=0.9, enable_prefix_caching=True,
         cudagraph_capture_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, BENCH_BATCH),
-        compilation_config={"cudagraph_mode": "FULL_AND_PIECEWISE"},
+        cudagraph_mode="FULL_AND_PIECEWISE",
     ),
     "vllm-defaults": dict(profile="vllm-defaults", max_model_len=512),
 }
@@ -150,7 +157,7 @@ def make_config(profile: str = "auto", **overrides) -> EngineConfig:
 # Command-line flags: one per scalar field, so any profile value can be overridden.
 _FLAG_FIELDS = ("model", "load_format", "dtype", "quantization", "kv_cache_dtype",
                 "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                "gpu_memory_utilization", "stream_interval", "attention_backend",
+                "gpu_memory_utilization", "stream_interval", "attention_backend", "cudagraph_mode",
                 "warmup_batch", "warmup_tokens", "max_new_tokens_cap", "max_batch",
                 "max_queued_requests", "cpu_kvcache_gib", "seed")
 

@@ -139,21 +139,31 @@ def _stat_logger(counters: Counters):
     return StepRecorder
 
 
-def build_engine_args(config: EngineConfig, model: ResolvedModel):
-    """vLLM's AsyncEngineArgs for a config and a resolved model (unknown fields dropped)."""
+def engine_kwargs_for(config: EngineConfig, model: ResolvedModel) -> dict:
+    """vLLM engine keyword arguments for a config and a resolved model.
+
+    Settings this vLLM version does not know are dropped with a note, so one configuration
+    runs on every supported vLLM release.
+    """
     import dataclasses as dc
 
-    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.engine.arg_utils import EngineArgs
 
-    kwargs = config.engine_kwargs()
+    kwargs = {"model": str(model.path), "tokenizer": str(model.path), **config.engine_kwargs()}
     if model.random_weights:
         kwargs["load_format"] = "dummy"
-    known = {f.name for f in dc.fields(AsyncEngineArgs)}
+    known = {f.name for f in dc.fields(EngineArgs)}
     dropped = sorted(set(kwargs) - known)
     if dropped:
         print(f"[engine] this vLLM has no setting {', '.join(dropped)}; ignored", flush=True)
-    kwargs = {k: v for k, v in kwargs.items() if k in known}
-    return AsyncEngineArgs(model=str(model.path), tokenizer=str(model.path), **kwargs)
+    return {k: v for k, v in kwargs.items() if k in known}
+
+
+def build_engine_args(config: EngineConfig, model: ResolvedModel):
+    """vLLM's AsyncEngineArgs for a config and a resolved model."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs(**engine_kwargs_for(config, model))
 
 
 class Engine:

@@ -1,0 +1,118 @@
+"""Side-by-side engine settings on one machine: each variant gets a fresh engine.
+
+    python -m bench.compare --variants vllm-defaults,rtx5090,h100 --workloads replay,full \
+        --runs 3 --model qwen3-0.6b-random --out results/
+
+Runs `python -m bench` once per variant (all workloads on one engine start) and, with
+`--bare`, vLLM's offline `LLM.generate` with the h100 settings; prints a Markdown table of
+every run, the median and the start-up time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name -> extra `python -m bench` flags
+VARIANTS = {
+    "vllm-defaults": ["--profile", "vllm-defaults"],
+    "rtx5090": ["--profile", "rtx5090"],
+    "h100": ["--profile", "h100"],
+    "h100-piecewise": ["--profile", "h100", "--cudagraph-mode", "PIECEWISE"],
+    "h100-bf16kv": ["--profile", "h100", "--kv-cache-dtype", "auto"],
+    "h100-triton": ["--profile", "h100", "--attention-backend", "TRITON_ATTN"],
+    "h100-seqs384": ["--profile", "h100", "--max-num-seqs", "384"],
+    "h100-stream1": ["--profile", "h100", "--stream-interval", "1"],
+}
+
+
+def run_variant(name: str, flags: list[str], args, out: Path) -> list[dict]:
+    """Run one variant in a fresh process; return its per-workload results."""
+    target = out / f"{name}.json"
+    cmd = [sys.executable, "-m", "bench", "--workload", args.workloads, "--runs", str(args.runs),
+           "--model", args.model, "--limit", str(args.limit), "--out", str(target), *flags,
+           *args.extra]
+    started = time.perf_counter()
+    with open(out / f"{name}.log", "w") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    workloads = args.workloads.split(",")
+    files = [target.with_suffix(f".{w}.json") if len(workloads) > 1 else target for w in workloads]
+    rows = []
+    for workload, path in zip(workloads, files):
+        if code != 0 or not path.exists():
+            rows.append({"variant": name, "workload": workload, "error": f"exit {code}, see {name}.log"})
+            continue
+        r = json.loads(path.read_text())
+        rows.append({"variant": name, "workload": workload, "runs": r["runs_tokens_per_second"],
+                     "median": r["median_tokens_per_second"], "startup_s": r["startup_seconds"],
+                     "output_tokens": r["output_tokens"], "vllm": r["engine"].get("vllm"),
+                     "device": r["engine"].get("device"), "process_s": round(time.perf_counter() - started)})
+    return rows
+
+
+def run_bare(args, out: Path) -> list[dict]:
+    rows = []
+    for workload in args.workloads.split(","):
+        path = out / f"bare-{workload}.json"
+        cmd = [sys.executable, "-m", "bench.bare", "--workload", workload, "--runs", str(args.runs),
+               "--model", args.model, "--limit", str(args.limit), "--profile", "h100",
+               "--out", str(path), *args.extra]
+        with open(out / f"bare-{workload}.log", "w") as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        if code or not path.exists():
+            rows.append({"variant": "bare LLM.generate (h100)", "workload": workload, "error": f"exit {code}"})
+            continue
+        r = json.loads(path.read_text())
+        rows.append({"variant": "bare LLM.generate (h100)", "workload": workload,
+                     "runs": [x["tokens_per_second"] for x in r["runs"]],
+                     "median": r["median_tokens_per_second"],
+                     "startup_s": round(r["startup_seconds_incl_warmup"], 1)})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| variant | workload | runs (tok/s) | median | start-up s |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['variant']} | {r['workload']} | {r['error']} | | |")
+        else:
+            runs = " / ".join(f"{x:,.0f}" for x in r["runs"])
+            lines.append(f"| {r['variant']} | {r['workload']} | {runs} | {r['median']:,.0f} | "
+                         f"{r['startup_s']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="vllm-defaults,rtx5090,h100",
+                        help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--workloads", default="replay,full")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=358)
+    parser.add_argument("--model", default="qwen3-0.6b-random")
+    parser.add_argument("--bare", action="store_true", help="also time LLM.generate (h100)")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("extra", nargs="*", help="flags passed to every run (after --)")
+    args = parser.parse_args(argv)
+    unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in filter(None, args.variants.split(",")):
+        rows += run_variant(name, VARIANTS[name], args, args.out)
+        print(table(rows[-len(args.workloads.split(",")):]), flush=True)
+    if args.bare:
+        rows += run_bare(args, args.out)
+    (args.out / "compare.json").write_text(json.dumps(rows, indent=2))
+    print("\n" + table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
