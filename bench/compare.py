@@ -27,6 +27,9 @@ VARIANTS = {
     "h100-triton": ["--profile", "h100", "--attention-backend", "TRITON_ATTN"],
     "h100-seqs384": ["--profile", "h100", "--max-num-seqs", "384"],
     "h100-stream1": ["--profile", "h100", "--stream-interval", "1"],
+    "h100-block64": ["--profile", "h100", "--block-size", "64"],
+    "h100-nostats": ["--profile", "h100", "--disable-log-stats", "true"],
+    "h100-seqs358": ["--profile", "h100", "--max-num-seqs", "358"],
 }
 
 

@@ -10,14 +10,15 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import plotly.graph_objects as go
 
 SAMPLE_COLUMNS = ("index", "question", "reference", "prediction", "rouge_l", "output_tokens",
                   "prompt_tokens", "ttft_s", "latency_s")
 
 
-def throughput_figure(timeline: list[dict], title: str = "Output tokens/s") -> go.Figure:
+def throughput_figure(timeline: list[dict], title: str = "Output tokens/s") -> "go.Figure":
     """Running output tokens/s and tokens generated, over seconds since submission."""
+    import plotly.graph_objects as go
+
     x = [p["elapsed_s"] for p in timeline]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x, y=[p["tokens_per_second"] for p in timeline],
@@ -31,8 +32,10 @@ def throughput_figure(timeline: list[dict], title: str = "Output tokens/s") -> g
     return fig
 
 
-def rouge_figure(samples: list, title: str = "ROUGE-L") -> go.Figure:
+def rouge_figure(samples: list, title: str = "ROUGE-L") -> "go.Figure":
     """Per-question ROUGE-L (dots, completion order) and the running mean (line)."""
+    import plotly.graph_objects as go
+
     scored = [s for s in samples if _get(s, "rouge_l") is not None]
     values = [_get(s, "rouge_l") for s in scored]
     running = [sum(values[: i + 1]) / (i + 1) for i in range(len(values))]
@@ -48,8 +51,10 @@ def rouge_figure(samples: list, title: str = "ROUGE-L") -> go.Figure:
     return fig
 
 
-def comparison_figure(runs: list[dict]) -> go.Figure:
+def comparison_figure(runs: list[dict]) -> "go.Figure":
     """Tokens/s of earlier runs side by side (ROUGE-L in the hover text)."""
+    import plotly.graph_objects as go
+
     labels = [f"#{i + 1} {r['workload']} n={r['n']}" for i, r in enumerate(runs)]
     fig = go.Figure(go.Bar(x=labels, y=[r["tokens_per_second"] for r in runs],
                            text=[f"{r['tokens_per_second']:,.0f}" for r in runs],

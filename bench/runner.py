@@ -133,7 +133,9 @@ async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec
     last_emit, wall = start, 0.0
 
     def snapshot() -> Progress:
-        now = time.perf_counter() - start
+        nonlocal last_emit
+        last_emit = time.perf_counter()
+        now = last_emit - start
         tokens = engine.counters.generated_tokens - tokens_at_start
         scored = [s.rouge_l for s in samples if s.rouge_l is not None]
         event = Progress(len(samples), len(pairs), tokens, now,
@@ -143,9 +145,26 @@ async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec
                          "rouge_l_mean": event.rouge_l_mean})
         return event
 
+    finished: asyncio.Queue = asyncio.Queue()
+
+    async def collect() -> None:
+        try:
+            async for done in engine.generate_many(prompts, params,
+                                                   request_prefix=f"bench-{spec.workload}"):
+                finished.put_nowait(done)
+        except Exception as err:
+            finished.put_nowait(err)
+
+    collector = asyncio.create_task(collect())
     try:
-        async for done in engine.generate_many(prompts, params,
-                                               request_prefix=f"bench-{spec.workload}"):
+        while len(samples) < len(pairs):
+            try:  # a tick every `interval` even while no request finishes (the `full` workload)
+                done = await asyncio.wait_for(finished.get(), timeout=interval)
+            except asyncio.TimeoutError:
+                yield snapshot()
+                continue
+            if isinstance(done, Exception):
+                raise done
             wall = time.perf_counter() - start
             pair = pairs[done.index]
             if pool:
@@ -154,11 +173,12 @@ async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec
                                   done.output_tokens, done.prompt_tokens, done.ttft_s, done.latency_s))
             await _fill_scores(samples, scores, wait=False)
             if time.perf_counter() - last_emit >= interval:
-                last_emit = time.perf_counter()
                 yield snapshot()
         await _fill_scores(samples, scores, wait=True)
         yield snapshot()
     finally:
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
         if pool:
             pool.shutdown(wait=False, cancel_futures=True)
     samples.sort(key=lambda s: s.index)

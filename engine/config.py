@@ -40,6 +40,8 @@ class EngineConfig:
     compilation_config: dict | None = None
     cudagraph_mode: str | None = None  # e.g. FULL_AND_PIECEWISE, FULL_DECODE_ONLY, PIECEWISE
     attention_backend: str | None = None
+    block_size: int | None = None
+    disable_log_stats: bool = False
     cpu_kvcache_gib: int = 1
     warmup_batch: int = BENCH_BATCH
     warmup_tokens: int = 8
@@ -88,6 +90,8 @@ class EngineConfig:
             ),
             compilation_config=self._compilation(),
             attention_backend=self.attention_backend,
+            block_size=self.block_size,
+            disable_log_stats=self.disable_log_stats or None,
             seed=self.seed,
         )
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -158,6 +162,7 @@ def make_config(profile: str = "auto", **overrides) -> EngineConfig:
 _FLAG_FIELDS = ("model", "load_format", "dtype", "quantization", "kv_cache_dtype",
                 "max_model_len", "max_num_seqs", "max_num_batched_tokens",
                 "gpu_memory_utilization", "stream_interval", "attention_backend", "cudagraph_mode",
+                "block_size",
                 "warmup_batch", "warmup_tokens", "max_new_tokens_cap", "max_batch",
                 "max_queued_requests", "cpu_kvcache_gib", "seed")
 
@@ -190,6 +195,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--enforce-eager", type=_parse_bool, default=None, metavar="BOOL")
     group.add_argument("--async-scheduling", type=_parse_bool, default=None, metavar="BOOL")
     group.add_argument("--enable-prefix-caching", type=_parse_bool, default=None, metavar="BOOL")
+    group.add_argument("--disable-log-stats", type=_parse_bool, default=None, metavar="BOOL")
     group.add_argument("--cudagraph-capture-sizes", type=_parse_sizes, default=None,
                        metavar="N,N,...")
 
@@ -197,5 +203,5 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
     """The EngineConfig named by parsed command-line arguments."""
     names = (*_FLAG_FIELDS, "enforce_eager", "async_scheduling", "enable_prefix_caching",
-             "cudagraph_capture_sizes")
+             "disable_log_stats", "cudagraph_capture_sizes")
     return make_config(args.profile, **{n: getattr(args, n) for n in names})

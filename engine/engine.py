@@ -262,7 +262,9 @@ class Engine:
 
     def unfinished_requests(self) -> int:
         """Requests vLLM still tracks (running, waiting or being aborted)."""
-        return 0 if self._llm is None else self._llm.get_num_unfinished_requests()
+        if self._llm is None:
+            return 0
+        return self._llm.output_processor.get_num_unfinished_requests()  # vLLM 0.26 and 0.32
 
     def require_ready(self) -> None:
         """Raise EngineUnavailable unless the engine can take requests now."""

@@ -1,0 +1,131 @@
+"""engine: the real vLLM engine on the CPU (tiny-random): streaming, abort, batches, limits."""
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from engine import GREEDY, EngineBusy, GenerationParams, RequestError, build_messages
+
+pytestmark = pytest.mark.slow
+
+
+def collect(service, messages, params, thinking=True):
+    async def run():
+        return [chunk async for chunk in service.stream_chat(messages, params, thinking)]
+
+    return asyncio.run(run())
+
+
+def wait_idle(service, timeout=30.0):
+    async def run():
+        for _ in range(int(timeout / 0.1)):
+            if service.engine_load()["unfinished"] == 0:
+                return 0
+            await asyncio.sleep(0.1)
+        return service.engine_load()["unfinished"]
+
+    return asyncio.run(run())
+
+
+def test_status_reports_ready_with_engine_facts(service):
+    status = service.status()
+    assert status.ready and status.startup_seconds > 0
+    assert status.info["device"] == "CPU" and status.info["random_weights"] is True
+    assert status.info["vllm"].startswith("0.")
+
+
+def test_stream_yields_many_deltas_counted_from_token_ids(service):
+    params = GenerationParams(max_new_tokens=24, ignore_eos=True)
+    chunks = collect(service, build_messages([], "介绍一下 CUDA"), params)
+    assert len(chunks) >= 3
+    assert chunks[-1].finished and chunks[-1].output_tokens == 24
+    assert chunks[-1].ttft_s is not None and chunks[-1].ttft_s <= chunks[-1].elapsed_s
+    assert sum(len(c.text) for c in chunks) > 0
+    assert [c.output_tokens for c in chunks] == sorted(c.output_tokens for c in chunks)
+
+
+def test_leaving_a_stream_aborts_the_request_in_the_engine(service):
+    async def run():
+        seen = 0
+        async for chunk in service.stream_chat(build_messages([], "long story"),
+                                               GenerationParams(max_new_tokens=900, ignore_eos=True)):
+            seen = chunk.output_tokens
+            if seen >= 3:
+                assert service.engine_load()["unfinished"] == 1
+                break
+        return seen
+
+    assert 3 <= asyncio.run(run()) < 900
+    assert wait_idle(service) == 0
+
+
+def test_cancelled_task_aborts_too(service):
+    async def run():
+        task = asyncio.create_task(collect_async(service))
+        while service.engine_load()["unfinished"] == 0:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def collect_async(svc):
+        async for _ in svc.stream_chat(build_messages([], "x"), GenerationParams(max_new_tokens=900,
+                                                                                  ignore_eos=True)):
+            pass
+
+    asyncio.run(run())
+    assert wait_idle(service) == 0
+
+
+def test_oversized_prompt_is_refused_clearly_then_engine_still_serves(service):
+    huge = "GPU " * 3000  # far beyond max_model_len 1024
+    with pytest.raises(RequestError, match=r"at most 1023 \(max_model_len 1024"):
+        collect(service, build_messages([], huge), GenerationParams(max_new_tokens=8))
+    chunks = collect(service, build_messages([], "ok?"), GenerationParams(max_new_tokens=4, ignore_eos=True))
+    assert chunks[-1].output_tokens == 4
+
+
+@pytest.mark.parametrize("params, message", [
+    (GenerationParams(temperature=5.0), "temperature"),
+    (GenerationParams(top_p=0.0), "top_p"),
+    (GenerationParams(top_k=0), "top_k"),
+    (GenerationParams(max_new_tokens=0), "max_new_tokens"),
+])
+def test_bad_sampling_values_are_refused(service, params, message):
+    with pytest.raises(RequestError, match=message):
+        collect(service, build_messages([], "hi"), params)
+
+
+def test_batch_keeps_order_and_exact_lengths(service):
+    lengths = [5, 1, 9, 3, 7]
+
+    async def run():
+        async def make(engine):
+            prompts = [engine.chat_prompt(f"问题 {n}") for n in lengths]
+            params = [replace(GREEDY, max_new_tokens=n, ignore_eos=True) for n in lengths]
+            return [c async for c in engine.generate_many(prompts, params)]
+
+        return await service.call(lambda e: _gather(make(e)))
+
+    async def _gather(coro):
+        return await coro
+
+    done = asyncio.run(run())
+    assert sorted(c.index for c in done) == list(range(5))
+    assert {c.index: c.output_tokens for c in done} == dict(enumerate(lengths))
+    answers = asyncio.run(service.answer_all(["a", "b", "c"], replace(GREEDY, max_new_tokens=4)))
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+
+
+def test_admission_limit_refuses_instead_of_queueing_forever(service):
+    async def run():
+        async def make(engine):
+            n = engine.config.max_queued_requests + 1
+            prompts = [engine.chat_prompt("q")] * n
+            async for _ in engine.generate_many(prompts, [GREEDY] * n):
+                pass
+
+        await service.call(make)
+
+    with pytest.raises(EngineBusy, match="server busy"):
+        asyncio.run(run())
+    assert wait_idle(service) == 0
