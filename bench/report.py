@@ -45,6 +45,9 @@ def rouge_figure(samples: list, title: str = "ROUGE-L") -> "go.Figure":
                              marker={"size": 5, "opacity": 0.6},
                              text=[f"Q{_get(s, 'index') + 1}" for s in scored]))
     fig.add_trace(go.Scatter(x=order, y=running, mode="lines", name="running mean"))
+    if not scored:
+        fig.add_annotation(text="ROUGE-L is scored in the answer workload", showarrow=False,
+                           xref="paper", yref="paper", x=0.5, y=0.5)
     fig.update_layout(title=title, xaxis_title="questions finished", yaxis_title="ROUGE-L F1",
                       yaxis_range=[0, 1.02], height=340, margin=dict(l=50, r=20, t=50, b=40),
                       legend={"orientation": "h", "y": -0.25})

@@ -1,0 +1,230 @@
+"""The UI as a person uses it: headless Chromium (Playwright, sync API) against the running app.
+
+Three journeys over the session's app (real vLLM on the CPU, tiny-random weights):
+
+* chat: the status line says ready, a message sent with Enter streams a reply that grows on
+  screen, and a "N tokens · TTFT · tok/s" line follows it;
+* benchmark: a replay run of 8 questions updates the progress line, draws the throughput plot
+  (Plotly) and ends with a summary table holding "output tokens/s"; the engine is idle after;
+* stop: the Stop button on a long reply aborts the request inside the engine (its `/stats`
+  shows nothing unfinished), and the page keeps working for the next message.
+
+Screenshots go to artifacts/ (git-ignored) for a person to look at. The Debian Chromium is used
+as is (`playwright install` is not available here); the tests are skipped where it is missing.
+Streaming is observed with a MutationObserver inside the page, so a busy CPU that delays the
+test's own polling cannot hide an intermediate state.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+REPLY_TIMEOUT_MS = 120_000
+BENCHMARK_TIMEOUT_MS = 300_000
+READY = re.compile(r"🟢\s*ready —")  # not "... once the engine is ready" while it loads
+STATS_LINE = re.compile(r"📊 (\d+) tokens · TTFT .* · [\d.,]+ tok/s")
+
+# Records every distinct text of the element matched by `selector` (re-queried on each change,
+# so a re-rendered element is followed too) into window.__seen[key].
+OBSERVE_JS = """([key, root, selector]) => {
+    window.__seen = window.__seen || {};
+    const seen = window.__seen[key] = [];
+    const record = () => {
+        const nodes = document.querySelectorAll(selector);
+        const text = nodes.length ? nodes[nodes.length - 1].innerText : null;
+        if (text !== null && seen[seen.length - 1] !== text) seen.push(text);
+    };
+    record();
+    new MutationObserver(record).observe(document.querySelector(root),
+        {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    """A fresh tab on the app with the engine ready and idle; fails on uncaught page errors."""
+    assert app.wait_idle(timeout=120)["unfinished"] == 0, "an earlier request is still running"
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda err: errors.append(str(err)))
+    tab.goto(app.ui_url, wait_until="domcontentloaded")
+    status = tab.locator("#engine-status")
+    expect(status).to_contain_text(READY, timeout=60_000)
+    yield tab
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def screenshot(tab, name: str, full_page: bool = False) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    tab.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def observe(tab, key: str, root: str, selector: str) -> None:
+    tab.evaluate(OBSERVE_JS, [key, root, selector])
+
+
+def seen(tab, key: str) -> list[str]:
+    return tab.evaluate("key => window.__seen[key]", key)
+
+
+def set_number(tab, label: str, value: int | str) -> None:
+    """Type into a slider's number box (its aria-label is 'number input for <label>')."""
+    box = tab.get_by_label(f"number input for {label}")
+    box.fill(str(value))
+    box.press("Enter")
+    expect(box).to_have_value(str(value))
+
+
+def open_settings(tab) -> None:
+    tab.get_by_text("Settings", exact=True).click()
+    expect(tab.get_by_label("number input for Max new tokens")).to_be_visible()
+
+
+def send(tab, text: str) -> None:
+    box = tab.locator("#chat-input textarea")
+    expect(box).to_be_enabled(timeout=REPLY_TIMEOUT_MS)
+    box.fill(text)
+    box.press("Enter")
+
+
+ANSWERS = "#chatbot .message:not(.thought) > [data-testid='bot']"  # not the folded boxes
+
+
+def bot_messages(tab):
+    return tab.locator(ANSWERS)
+
+
+def stats_lines(tab):
+    return tab.locator("#chatbot").get_by_text(STATS_LINE)
+
+
+def test_chat_streams_a_reply_with_stats(page, app):
+    expect(page.locator("#engine-status")).to_contain_text("tiny-random")
+    open_settings(page)
+    max_new = 160  # ~5-10 s on two CPU cores: long enough to watch it stream
+    set_number(page, "Max new tokens", max_new)
+    observe(page, "reply", "#chatbot", ANSWERS)
+
+    send(page, "Hello! What is a GPU warp?")
+    expect(page.locator("#chatbot [data-testid='user']").last).to_contain_text("GPU warp")
+    stats = stats_lines(page)
+    expect(stats).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+
+    texts = [text for text in seen(page, "reply") if text.strip()]
+    lengths = sorted({len(text) for text in texts})
+    assert len(lengths) >= 2, f"the reply did not grow while streaming: lengths seen {lengths}"
+    expect(bot_messages(page)).to_have_count(1)
+    answer = bot_messages(page).first.inner_text()
+    assert answer.strip(), "the reply is empty"
+    assert answer == texts[-1] and len(answer) == lengths[-1], "the last update is not the longest"
+    assert "📊" not in answer, "the figures line leaked into the answer"
+    figures = stats.inner_text()
+    assert "tokens" in figures and "tok/s" in figures
+    tokens = int(STATS_LINE.search(figures).group(1))
+    assert 1 <= tokens <= max_new, figures
+    expect(page.locator("#chat-input textarea")).to_be_enabled()
+    print(f"chat: {tokens} tokens, {len(lengths)} distinct lengths on screen; {figures}")
+    screenshot(page, "browser-chat.png")
+    assert app.wait_idle()["unfinished"] == 0
+
+
+def test_benchmark_runs_and_reports(page, app):
+    page.get_by_role("tab", name="Benchmark").click()
+    run = page.locator("#run-benchmark")
+    expect(run).to_be_visible()
+    set_number(page, "Questions", 8)
+    workload = page.get_by_role("combobox", name="Workload")
+    workload.click()
+    page.get_by_role("option", name="replay", exact=True).click()
+    expect(workload).to_have_value("replay")
+
+    progress = page.locator("#bench-progress")
+    expect(progress).to_contain_text("Ready to run.")
+    observe(page, "progress", "#bench-progress", "#bench-progress")
+    run.click()
+
+    summary = page.locator("#bench-summary")
+    expect(summary).to_contain_text("output tokens/s", timeout=BENCHMARK_TIMEOUT_MS)
+    expect(progress).to_contain_text("done")
+    expect(progress).to_contain_text("output tokens/s over 8 questions")
+    plot = page.locator("#tps-plot").locator(".js-plotly-plot, .plot-container").first
+    expect(plot).to_be_visible(timeout=30_000)
+    expect(page.locator("#tps-plot svg.main-svg").first).to_be_visible()
+    expect(summary).to_contain_text("replay")
+
+    texts = seen(page, "progress")
+    assert texts[-1].startswith("✅"), texts
+    during = [t for t in texts if "submitting" in t or re.search(r"\d+ / 8 finished", t)]
+    assert during, f"no progress shown before the end: {texts}"
+    rate = float(re.search(r"([\d,.]+) output tokens/s", texts[-1]).group(1).replace(",", ""))
+    assert rate > 0, texts[-1]
+    print(f"benchmark: {len(texts)} progress texts, e.g. {during[:3]}; {texts[-1]}")
+    screenshot(page, "browser-benchmark.png", full_page=True)
+    assert app.wait_idle(timeout=60)["unfinished"] == 0
+
+
+def test_stop_aborts_the_request_in_the_engine(page, app):
+    open_settings(page)
+    box = page.get_by_label("number input for Max new tokens")
+    cap = box.get_attribute("max")
+    set_number(page, "Max new tokens", cap)
+
+    send(page, "Tell me a very long story about GPUs.")
+    reply = bot_messages(page).last
+    expect(reply).to_have_text(re.compile(r"\S{10}"), timeout=REPLY_TIMEOUT_MS)
+    stop = page.locator("#chat-input [data-testid='stop-button']")
+    expect(stop).to_be_visible()
+    assert app.stats()["unfinished"] >= 1, "the long reply is not running in the engine"
+
+    stop.click()
+    stopped_at = time.monotonic()
+    deadline = stopped_at + 10
+    while app.stats()["unfinished"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stats = app.stats()
+    assert stats["unfinished"] == 0, f"Stop did not abort the request in the engine: {stats}"
+    print(f"stop: engine idle {time.monotonic() - stopped_at:.2f} s after the click")
+
+    expect(page.locator("#chat-input [data-testid='submit-button']")).to_be_visible()
+    frozen = reply.inner_text()
+    time.sleep(2)
+    assert reply.inner_text() == frozen, "the reply kept growing after Stop"
+    expect(stats_lines(page)).to_have_count(0)  # a stopped reply gets no figures line
+    screenshot(page, "browser-stop.png")
+
+    set_number(page, "Max new tokens", 16)
+    replies = bot_messages(page).count()
+    send(page, "Hi again")
+    expect(stats_lines(page)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    assert bot_messages(page).count() > replies
+    expect(page.locator("#chatbot [data-testid='user']").last).to_contain_text("Hi again")
+    assert app.wait_idle()["unfinished"] == 0
