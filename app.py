@@ -5,6 +5,7 @@ evaluator's HTTP API, in one process.
     python app.py --share --auth me:pw   # public link, password-protected
     python app.py --help                 # every flag
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,22 +22,40 @@ OFFLINE_FALLBACK = "tiny-random"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=7860, help="UI port")
-    parser.add_argument("--api-port", type=int, default=8000,
-                        help="course API port (GET /, POST /predict); 0 turns it off")
-    parser.add_argument("--api-token", default=os.environ.get("QWEN_DEMO_API_TOKEN"),
-                        help="require 'Authorization: Bearer TOKEN' on /predict "
-                             "(env QWEN_DEMO_API_TOKEN)")
-    parser.add_argument("--predict-max-tokens", type=int, default=256,
-                        help="new-token budget of each /predict answer")
+    parser.add_argument(
+        "--api-port",
+        type=int,
+        default=8000,
+        help="course API port (GET /, POST /predict); 0 turns it off",
+    )
+    parser.add_argument(
+        "--api-token",
+        default=os.environ.get("QWEN_DEMO_API_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on /predict (env QWEN_DEMO_API_TOKEN)",
+    )
+    parser.add_argument(
+        "--predict-max-tokens",
+        type=int,
+        default=256,
+        help="new-token budget of each /predict answer",
+    )
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link")
-    parser.add_argument("--auth", default=os.environ.get("QWEN_DEMO_AUTH"), metavar="USER:PASS",
-                        help="protect the UI with a login (env QWEN_DEMO_AUTH)")
-    parser.add_argument("--no-auto-restart", action="store_true",
-                        help="do not restart the engine by itself if its process dies")
+    parser.add_argument(
+        "--auth",
+        default=os.environ.get("QWEN_DEMO_AUTH"),
+        metavar="USER:PASS",
+        help="protect the UI with a login (env QWEN_DEMO_AUTH)",
+    )
+    parser.add_argument(
+        "--no-auto-restart",
+        action="store_true",
+        help="do not restart the engine by itself if its process dies",
+    )
     add_config_arguments(parser)
     # The Docker image bakes a model into QWEN_DEMO_MODEL; a build without it falls back.
     baked = os.environ.get("QWEN_DEMO_MODEL")
@@ -57,8 +76,11 @@ def choose_model(requested: str | None) -> str:
         resolve_model(DEFAULT_MODEL, progress=lambda m, f: print(f"[model] {m}", flush=True))
         return DEFAULT_MODEL
     except ModelError as err:
-        print(f"[model] {err}\n[model] OFFLINE: serving the built-in '{OFFLINE_FALLBACK}' model "
-              "(random weights: replies are gibberish, throughput figures are real).", flush=True)
+        print(
+            f"[model] {err}\n[model] OFFLINE: serving the built-in '{OFFLINE_FALLBACK}' model "
+            "(random weights: replies are gibberish, throughput figures are real).",
+            flush=True,
+        )
         return OFFLINE_FALLBACK
 
 
@@ -73,20 +95,30 @@ def main(argv: list[str] | None = None) -> int:
     service.start()
     api = None
     if args.api_port:
-        api = ApiServer(build_api(service, args.predict_max_tokens, args.api_token), args.host,
-                        args.api_port)
+        api = ApiServer(
+            build_api(service, args.predict_max_tokens, args.api_token), args.host, args.api_port
+        )
         api.start()
     if args.share and not args.auth:
-        print("WARNING: --share without --auth: anyone with the link can use this app and its "
-              "GPU. Add --auth USER:PASS.", flush=True)
+        print(
+            "WARNING: --share without --auth: anyone with the link can use this app and its "
+            "GPU. Add --auth USER:PASS.",
+            flush=True,
+        )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     demo = build_ui(service, args.api_port or None)
     demo.queue(default_concurrency_limit=None, max_size=config.max_queued_requests)
     try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                    auth=tuple(args.auth.split(":", 1)) if args.auth else None,
-                    max_file_size="4mb", allowed_paths=[], show_error=True,
-                    footer_links=["api", "gradio"])
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            auth=tuple(args.auth.split(":", 1)) if args.auth else None,
+            max_file_size="4mb",
+            allowed_paths=[],
+            show_error=True,
+            footer_links=["api", "gradio"],
+        )
     except KeyboardInterrupt:
         pass
     finally:

@@ -6,6 +6,7 @@
 Starts the shared engine (warm-up included), runs the workload `--runs` times, prints a summary
 table (the median run's figures when there are several) and writes JSON (+ CSV beside it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,23 +17,37 @@ import sys
 from pathlib import Path
 
 from bench.report import samples_csv, summary_text
-from bench.runner import WORKLOADS, BenchmarkError, BenchmarkResult, BenchmarkSpec, run_benchmark
+from bench.runner import WORKLOADS, BenchmarkResult, BenchmarkSpec, run_benchmark
 from engine import EngineService, add_config_arguments, config_from_args
 from eval_data import DataError, FormatError, load_course_file, official_question_set
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", default="answer",
-                        help=f"one of {', '.join(WORKLOADS)}, or several joined by commas "
-                             "(one engine start serves them all)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--workload",
+        default="answer",
+        help=f"one of {', '.join(WORKLOADS)}, or several joined by commas "
+        "(one engine start serves them all)",
+    )
     parser.add_argument("--limit", type=int, default=358, help="questions to send (1..358)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--thinking", choices=("on", "off"), default="on",
-                        help="on: the course prompt as is; off: Qwen3's empty think block")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="question file in the course format (default: the official set)")
+    parser.add_argument(
+        "--thinking",
+        choices=("on", "off"),
+        default="on",
+        help="on: the course prompt as is; off: Qwen3's empty think block",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="question file in the course format (default: the official set)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="measured runs after warm-up")
     parser.add_argument("--out", type=Path, default=None, help="result JSON (CSV written beside)")
     add_config_arguments(parser)
@@ -54,9 +69,13 @@ async def run_once(service: EngineService, pairs, spec: BenchmarkSpec) -> Benchm
             result = event
         else:
             rouge = "" if event.rouge_l_mean is None else f"  ROUGE-L {event.rouge_l_mean:.4f}"
-            print(f"\r  {event.completed}/{event.total} done  {event.output_tokens:,} tokens  "
-                  f"{event.tokens_per_second:,.0f} tok/s{rouge}   ", end="", file=sys.stderr,
-                  flush=True)
+            print(
+                f"\r  {event.completed}/{event.total} done  {event.output_tokens:,} tokens  "
+                f"{event.tokens_per_second:,.0f} tok/s{rouge}   ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
     print(file=sys.stderr)
     return result
 
@@ -66,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         pairs = load_course_file(args.data or official_question_set())
-        specs = [BenchmarkSpec(w, args.limit, args.max_new_tokens, args.thinking == "on")
-                 for w in args.workloads]
+        specs = [
+            BenchmarkSpec(w, args.limit, args.max_new_tokens, args.thinking == "on")
+            for w in args.workloads
+        ]
         for spec in specs:
             spec.validate(len(pairs))
     except (ValueError, DataError, FormatError) as err:
@@ -83,11 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         for spec in specs:
             results = []
             for i in range(args.runs):
-                print(f"run {i + 1}/{args.runs}: {spec.workload}, {spec.limit} questions",
-                      file=sys.stderr)
+                print(
+                    f"run {i + 1}/{args.runs}: {spec.workload}, {spec.limit} questions",
+                    file=sys.stderr,
+                )
                 results.append(asyncio.run(run_once(service, pairs, spec)).to_dict())
-                print(f"  -> {results[-1]['tokens_per_second']:,.1f} output tokens/s",
-                      file=sys.stderr)
+                print(
+                    f"  -> {results[-1]['tokens_per_second']:,.1f} output tokens/s", file=sys.stderr
+                )
             report(results, args.out, spec.workload if len(specs) > 1 else None)
     finally:
         service.shutdown()
@@ -98,12 +122,17 @@ def report(results: list[dict], out: Path | None, suffix: str | None) -> None:
     """Print the median run's summary and write it (all runs' figures included) as JSON+CSV."""
     figures = [r["tokens_per_second"] for r in results]
     chosen = sorted(results, key=lambda r: r["tokens_per_second"])[len(results) // 2]
-    merged = {**chosen, "runs_tokens_per_second": figures,
-              "median_tokens_per_second": statistics.median(figures)}
+    merged = {
+        **chosen,
+        "runs_tokens_per_second": figures,
+        "median_tokens_per_second": statistics.median(figures),
+    }
     print(summary_text(merged))
     if len(figures) > 1:
-        print(f"runs (tok/s): {' / '.join(f'{f:,.0f}' for f in figures)}; "
-              f"median {statistics.median(figures):,.0f}")
+        print(
+            f"runs (tok/s): {' / '.join(f'{f:,.0f}' for f in figures)}; "
+            f"median {statistics.median(figures):,.0f}"
+        )
     if out:
         path = out.with_suffix(f".{suffix}.json") if suffix else out
         path.parent.mkdir(parents=True, exist_ok=True)

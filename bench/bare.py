@@ -4,6 +4,7 @@
 
 Prints JSON: per-run output tokens/s and the median; compare with `python -m bench`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,11 @@ from eval_data import load_course_file, official_question_set
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--workload", choices=WORKLOADS, default="replay")
     parser.add_argument("--limit", type=int, default=358)
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -42,13 +46,28 @@ def main(argv: list[str] | None = None) -> int:
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
 
-    prompts = [encode(render_prompt(tokenizer, [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-                                                {"role": "user", "content": p.question}]))
-               for p in pairs]
+    prompts = [
+        encode(
+            render_prompt(
+                tokenizer,
+                [
+                    {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+                    {"role": "user", "content": p.question},
+                ],
+            )
+        )
+        for p in pairs
+    ]
     result = offline_runs(config, prompts, build_params(encode, pairs, spec), args.runs)
     figures = [r["tokens_per_second"] for r in result["runs"]]
-    report = {"path": "LLM.generate", "workload": args.workload, "n": len(pairs),
-              "profile": config.profile, **result, "median_tokens_per_second": statistics.median(figures)}
+    report = {
+        "path": "LLM.generate",
+        "workload": args.workload,
+        "n": len(pairs),
+        "profile": config.profile,
+        **result,
+        "median_tokens_per_second": statistics.median(figures),
+    }
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

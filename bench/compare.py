@@ -7,11 +7,11 @@ Runs `python -m bench` once per variant (all workloads on one engine start) and,
 `--bare`, vLLM's offline `LLM.generate` with the h100 settings; prints a Markdown table of
 every run, the median and the start-up time.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -36,24 +36,49 @@ VARIANTS = {
 def run_variant(name: str, flags: list[str], args, out: Path) -> list[dict]:
     """Run one variant in a fresh process; return its per-workload results."""
     target = out / f"{name}.json"
-    cmd = [sys.executable, "-m", "bench", "--workload", args.workloads, "--runs", str(args.runs),
-           "--model", args.model, "--limit", str(args.limit), "--out", str(target), *flags,
-           *args.extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--workload",
+        args.workloads,
+        "--runs",
+        str(args.runs),
+        "--model",
+        args.model,
+        "--limit",
+        str(args.limit),
+        "--out",
+        str(target),
+        *flags,
+        *args.extra,
+    ]
     started = time.perf_counter()
     with open(out / f"{name}.log", "w") as log:
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
     workloads = args.workloads.split(",")
     files = [target.with_suffix(f".{w}.json") if len(workloads) > 1 else target for w in workloads]
     rows = []
-    for workload, path in zip(workloads, files):
+    for workload, path in zip(workloads, files, strict=True):
         if code != 0 or not path.exists():
-            rows.append({"variant": name, "workload": workload, "error": f"exit {code}, see {name}.log"})
+            rows.append(
+                {"variant": name, "workload": workload, "error": f"exit {code}, see {name}.log"}
+            )
             continue
         r = json.loads(path.read_text())
-        rows.append({"variant": name, "workload": workload, "runs": r["runs_tokens_per_second"],
-                     "median": r["median_tokens_per_second"], "startup_s": r["startup_seconds"],
-                     "output_tokens": r["output_tokens"], "vllm": r["engine"].get("vllm"),
-                     "device": r["engine"].get("device"), "process_s": round(time.perf_counter() - started)})
+        rows.append(
+            {
+                "variant": name,
+                "workload": workload,
+                "runs": r["runs_tokens_per_second"],
+                "median": r["median_tokens_per_second"],
+                "startup_s": r["startup_seconds"],
+                "output_tokens": r["output_tokens"],
+                "vllm": r["engine"].get("vllm"),
+                "device": r["engine"].get("device"),
+                "process_s": round(time.perf_counter() - started),
+            }
+        )
     return rows
 
 
@@ -61,19 +86,45 @@ def run_bare(args, out: Path) -> list[dict]:
     rows = []
     for workload in args.workloads.split(","):
         path = out / f"bare-{workload}.json"
-        cmd = [sys.executable, "-m", "bench.bare", "--workload", workload, "--runs", str(args.runs),
-               "--model", args.model, "--limit", str(args.limit), "--profile", "h100",
-               "--out", str(path), *args.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.bare",
+            "--workload",
+            workload,
+            "--runs",
+            str(args.runs),
+            "--model",
+            args.model,
+            "--limit",
+            str(args.limit),
+            "--profile",
+            "h100",
+            "--out",
+            str(path),
+            *args.extra,
+        ]
         with open(out / f"bare-{workload}.log", "w") as log:
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
         if code or not path.exists():
-            rows.append({"variant": "bare LLM.generate (h100)", "workload": workload, "error": f"exit {code}"})
+            rows.append(
+                {
+                    "variant": "bare LLM.generate (h100)",
+                    "workload": workload,
+                    "error": f"exit {code}",
+                }
+            )
             continue
         r = json.loads(path.read_text())
-        rows.append({"variant": "bare LLM.generate (h100)", "workload": workload,
-                     "runs": [x["tokens_per_second"] for x in r["runs"]],
-                     "median": r["median_tokens_per_second"],
-                     "startup_s": round(r["startup_seconds_incl_warmup"], 1)})
+        rows.append(
+            {
+                "variant": "bare LLM.generate (h100)",
+                "workload": workload,
+                "runs": [x["tokens_per_second"] for x in r["runs"]],
+                "median": r["median_tokens_per_second"],
+                "startup_s": round(r["startup_seconds_incl_warmup"], 1),
+            }
+        )
     return rows
 
 
@@ -84,16 +135,24 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['variant']} | {r['workload']} | {r['error']} | | |")
         else:
             runs = " / ".join(f"{x:,.0f}" for x in r["runs"])
-            lines.append(f"| {r['variant']} | {r['workload']} | {runs} | {r['median']:,.0f} | "
-                         f"{r['startup_s']} |")
+            lines.append(
+                f"| {r['variant']} | {r['workload']} | {runs} | {r['median']:,.0f} | "
+                f"{r['startup_s']} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="vllm-defaults,rtx5090,h100",
-                        help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--variants",
+        default="vllm-defaults,rtx5090,h100",
+        help=f"comma-separated, from: {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--workloads", default="replay,full")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=358)
@@ -109,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in filter(None, args.variants.split(",")):
         rows += run_variant(name, VARIANTS[name], args, args.out)
-        print(table(rows[-len(args.workloads.split(",")):]), flush=True)
+        print(table(rows[-len(args.workloads.split(",")) :]), flush=True)
     if args.bare:
         rows += run_bare(args, args.out)
     (args.out / "compare.json").write_text(json.dumps(rows, indent=2))

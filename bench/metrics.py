@@ -4,6 +4,7 @@
 spaces, and take `rouge_score`'s ROUGE-L F-measure (no stemming). It reproduces the official
 per-question figures exactly.
 """
+
 from __future__ import annotations
 
 import logging

@@ -2,6 +2,7 @@
 
 The same functions serve the Benchmark tab (live, from Progress events) and the command line.
 """
+
 from __future__ import annotations
 
 import csv
@@ -9,30 +10,61 @@ import io
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+SAMPLE_COLUMNS = (
+    "index",
+    "question",
+    "reference",
+    "prediction",
+    "rouge_l",
+    "output_tokens",
+    "prompt_tokens",
+    "ttft_s",
+    "latency_s",
+)
 
 
-SAMPLE_COLUMNS = ("index", "question", "reference", "prediction", "rouge_l", "output_tokens",
-                  "prompt_tokens", "ttft_s", "latency_s")
-
-
-def throughput_figure(timeline: list[dict], title: str = "Output tokens/s") -> "go.Figure":
+def throughput_figure(timeline: list[dict], title: str = "Output tokens/s") -> go.Figure:
     """Running output tokens/s and tokens generated, over seconds since submission."""
     import plotly.graph_objects as go
 
     x = [p["elapsed_s"] for p in timeline]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=[p["tokens_per_second"] for p in timeline],
-                             mode="lines+markers", name="tokens/s (running)"))
-    fig.add_trace(go.Scatter(x=x, y=[p["output_tokens"] for p in timeline], mode="lines",
-                             name="output tokens", yaxis="y2", line={"dash": "dot"}))
-    fig.update_layout(title=title, xaxis_title="seconds since submission",
-                      yaxis_title="output tokens/s", height=340, margin=dict(l=50, r=50, t=50, b=40),
-                      yaxis2={"title": "output tokens", "overlaying": "y", "side": "right"},
-                      legend={"orientation": "h", "y": -0.25})
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[p["tokens_per_second"] for p in timeline],
+            mode="lines+markers",
+            name="tokens/s (running)",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[p["output_tokens"] for p in timeline],
+            mode="lines",
+            name="output tokens",
+            yaxis="y2",
+            line={"dash": "dot"},
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="seconds since submission",
+        yaxis_title="output tokens/s",
+        height=340,
+        margin=dict(l=50, r=50, t=50, b=40),
+        yaxis2={"title": "output tokens", "overlaying": "y", "side": "right"},
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 
-def rouge_figure(samples: list, title: str = "ROUGE-L") -> "go.Figure":
+def rouge_figure(samples: list, title: str = "ROUGE-L") -> go.Figure:
     """Per-question ROUGE-L (dots, completion order) and the running mean (line)."""
     import plotly.graph_objects as go
 
@@ -41,30 +73,60 @@ def rouge_figure(samples: list, title: str = "ROUGE-L") -> "go.Figure":
     running = [sum(values[: i + 1]) / (i + 1) for i in range(len(values))]
     order = list(range(1, len(values) + 1))
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=order, y=values, mode="markers", name="per question",
-                             marker={"size": 5, "opacity": 0.6},
-                             text=[f"Q{_get(s, 'index') + 1}" for s in scored]))
+    fig.add_trace(
+        go.Scatter(
+            x=order,
+            y=values,
+            mode="markers",
+            name="per question",
+            marker={"size": 5, "opacity": 0.6},
+            text=[f"Q{_get(s, 'index') + 1}" for s in scored],
+        )
+    )
     fig.add_trace(go.Scatter(x=order, y=running, mode="lines", name="running mean"))
     if not scored:
-        fig.add_annotation(text="ROUGE-L is scored in the answer workload", showarrow=False,
-                           xref="paper", yref="paper", x=0.5, y=0.5)
-    fig.update_layout(title=title, xaxis_title="questions finished", yaxis_title="ROUGE-L F1",
-                      yaxis_range=[0, 1.02], height=340, margin=dict(l=50, r=20, t=50, b=40),
-                      legend={"orientation": "h", "y": -0.25})
+        fig.add_annotation(
+            text="ROUGE-L is scored in the answer workload",
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="questions finished",
+        yaxis_title="ROUGE-L F1",
+        yaxis_range=[0, 1.02],
+        height=340,
+        margin=dict(l=50, r=20, t=50, b=40),
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 
-def comparison_figure(runs: list[dict]) -> "go.Figure":
+def comparison_figure(runs: list[dict]) -> go.Figure:
     """Tokens/s of earlier runs side by side (ROUGE-L in the hover text)."""
     import plotly.graph_objects as go
 
     labels = [f"#{i + 1} {r['workload']} n={r['n']}" for i, r in enumerate(runs)]
-    fig = go.Figure(go.Bar(x=labels, y=[r["tokens_per_second"] for r in runs],
-                           text=[f"{r['tokens_per_second']:,.0f}" for r in runs],
-                           hovertext=[f"ROUGE-L {r['rouge_l_mean']:.4f}" if r.get("rouge_l_mean")
-                                      is not None else "" for r in runs]))
-    fig.update_layout(title="Runs since start-up", yaxis_title="output tokens/s", height=300,
-                      margin=dict(l=50, r=20, t=50, b=40))
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=[r["tokens_per_second"] for r in runs],
+            text=[f"{r['tokens_per_second']:,.0f}" for r in runs],
+            hovertext=[
+                f"ROUGE-L {r['rouge_l_mean']:.4f}" if r.get("rouge_l_mean") is not None else ""
+                for r in runs
+            ],
+        )
+    )
+    fig.update_layout(
+        title="Runs since start-up",
+        yaxis_title="output tokens/s",
+        height=300,
+        margin=dict(l=50, r=20, t=50, b=40),
+    )
     return fig
 
 
@@ -86,7 +148,11 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("ROUGE-L (mean)", "n/a" if rouge is None else f"{rouge:.4f}"),
         ("TTFT p50 / p95 s", _pair(result.get("ttft_p50_s"), result.get("ttft_p95_s"))),
         ("engine start-up s", _num(result.get("startup_seconds"))),
-        ("model", f"{engine.get('model', '?')}" + (" (random weights)" if engine.get("random_weights") else "")),
+        (
+            "model",
+            f"{engine.get('model', '?')}"
+            + (" (random weights)" if engine.get("random_weights") else ""),
+        ),
         ("device / vLLM", f"{engine.get('device', '?')} / {engine.get('vllm', '?')}"),
         ("profile", str(engine.get("profile", "?"))),
     ]

@@ -5,14 +5,15 @@ ROUGE-L), `replay` (each request forced to its reference answer's token length, 
 `full` (every request forced to max_new_tokens). The runner is an async generator run on the
 engine's loop: it yields `Progress` events while requests finish and a `BenchmarkResult` last.
 """
+
 from __future__ import annotations
 
 import asyncio
-import time
 import multiprocessing
+import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import AsyncIterator
 
 from bench.metrics import mean, percentile, rouge_l_f1, tokens_per_second
 from engine import BENCH_BATCH, DEFAULT_SYSTEM_PROMPT, GREEDY, Engine, answer_text
@@ -37,11 +38,17 @@ class BenchmarkSpec:
 
     def validate(self, available: int) -> None:
         if self.workload not in WORKLOADS:
-            raise BenchmarkError(f"workload must be one of {', '.join(WORKLOADS)}, got {self.workload!r}")
+            raise BenchmarkError(
+                f"workload must be one of {', '.join(WORKLOADS)}, got {self.workload!r}"
+            )
         if not isinstance(self.limit, int) or not 1 <= self.limit <= available:
-            raise BenchmarkError(f"number of questions must be within 1..{available}, got {self.limit!r}")
+            raise BenchmarkError(
+                f"number of questions must be within 1..{available}, got {self.limit!r}"
+            )
         if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 4096:
-            raise BenchmarkError(f"max new tokens must be within 1..4096, got {self.max_new_tokens!r}")
+            raise BenchmarkError(
+                f"max new tokens must be within 1..4096, got {self.max_new_tokens!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,10 @@ def build_params(encode, pairs: list[QAPair], spec: BenchmarkSpec):
     if spec.workload == "full":
         return [replace(GREEDY, max_new_tokens=spec.max_new_tokens, ignore_eos=True)] * len(pairs)
     lengths = [len(encode(p.reference)) for p in pairs]
-    return [replace(GREEDY, max_new_tokens=max(1, min(spec.max_new_tokens, n)), ignore_eos=True)
-            for n in lengths]
+    return [
+        replace(GREEDY, max_new_tokens=max(1, min(spec.max_new_tokens, n)), ignore_eos=True)
+        for n in lengths
+    ]
 
 
 def score_answer(prediction: str, reference: str) -> float:
@@ -111,8 +120,9 @@ def score_answer(prediction: str, reference: str) -> float:
     return rouge_l_f1(answer_text(prediction), reference)
 
 
-async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec,
-                        interval: float = 0.25) -> AsyncIterator[Progress | BenchmarkResult]:
+async def run_benchmark(
+    engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec, interval: float = 0.25
+) -> AsyncIterator[Progress | BenchmarkResult]:
     """Run one benchmark on `engine` (its own loop); yield Progress events, then the result."""
     spec.validate(len(pairs))
     pairs = pairs[: spec.limit]
@@ -120,8 +130,11 @@ async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec
     params = build_params(engine.encode, pairs, spec)
     scoring = spec.workload == "answer"
     # Scoring runs in its own process so that it never slows the engine's output handling.
-    pool = (ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            if scoring else None)
+    pool = (
+        ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        if scoring
+        else None
+    )
     loop = asyncio.get_running_loop()
     if pool:  # load jieba's dictionary before the clock starts
         await loop.run_in_executor(pool, score_answer, "预热", "预热")
@@ -138,19 +151,33 @@ async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec
         now = last_emit - start
         tokens = engine.counters.generated_tokens - tokens_at_start
         scored = [s.rouge_l for s in samples if s.rouge_l is not None]
-        event = Progress(len(samples), len(pairs), tokens, now,
-                         tokens_per_second(tokens, now), mean(scored), list(samples))
-        timeline.append({"elapsed_s": round(now, 4), "completed": event.completed,
-                         "output_tokens": tokens, "tokens_per_second": event.tokens_per_second,
-                         "rouge_l_mean": event.rouge_l_mean})
+        event = Progress(
+            len(samples),
+            len(pairs),
+            tokens,
+            now,
+            tokens_per_second(tokens, now),
+            mean(scored),
+            list(samples),
+        )
+        timeline.append(
+            {
+                "elapsed_s": round(now, 4),
+                "completed": event.completed,
+                "output_tokens": tokens,
+                "tokens_per_second": event.tokens_per_second,
+                "rouge_l_mean": event.rouge_l_mean,
+            }
+        )
         return event
 
     finished: asyncio.Queue = asyncio.Queue()
 
     async def collect() -> None:
         try:
-            async for done in engine.generate_many(prompts, params,
-                                                   request_prefix=f"bench-{spec.workload}"):
+            async for done in engine.generate_many(
+                prompts, params, request_prefix=f"bench-{spec.workload}"
+            ):
                 finished.put_nowait(done)
         except Exception as err:
             finished.put_nowait(err)
@@ -160,7 +187,7 @@ async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec
         while len(samples) < len(pairs):
             try:  # a tick every `interval` even while no request finishes (the `full` workload)
                 done = await asyncio.wait_for(finished.get(), timeout=interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield snapshot()
                 continue
             if isinstance(done, Exception):
@@ -168,9 +195,22 @@ async def run_benchmark(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec
             wall = time.perf_counter() - start
             pair = pairs[done.index]
             if pool:
-                scores[done.index] = loop.run_in_executor(pool, score_answer, done.text, pair.reference)
-            samples.append(Sample(done.index, pair.question, pair.reference, done.text, None,
-                                  done.output_tokens, done.prompt_tokens, done.ttft_s, done.latency_s))
+                scores[done.index] = loop.run_in_executor(
+                    pool, score_answer, done.text, pair.reference
+                )
+            samples.append(
+                Sample(
+                    done.index,
+                    pair.question,
+                    pair.reference,
+                    done.text,
+                    None,
+                    done.output_tokens,
+                    done.prompt_tokens,
+                    done.ttft_s,
+                    done.latency_s,
+                )
+            )
             await _fill_scores(samples, scores, wait=False)
             if time.perf_counter() - last_emit >= interval:
                 yield snapshot()
@@ -195,20 +235,26 @@ async def _fill_scores(samples: list[Sample], scores: dict, wait: bool) -> None:
             samples[i] = replace(sample, rouge_l=future.result())
 
 
-def _result(engine: Engine, spec: BenchmarkSpec, samples: list[Sample], wall: float,
-            timeline: list[dict]) -> BenchmarkResult:
+def _result(
+    engine: Engine, spec: BenchmarkSpec, samples: list[Sample], wall: float, timeline: list[dict]
+) -> BenchmarkResult:
     output_tokens = sum(s.output_tokens for s in samples)
     ttfts = [s.ttft_s for s in samples if s.ttft_s is not None]
     scored = [s.rouge_l for s in samples if s.rouge_l is not None]
     status = engine.status
     return BenchmarkResult(
-        workload=spec.workload, n=len(samples), output_tokens=output_tokens,
-        prompt_tokens=sum(s.prompt_tokens for s in samples), wall_seconds=round(wall, 4),
+        workload=spec.workload,
+        n=len(samples),
+        output_tokens=output_tokens,
+        prompt_tokens=sum(s.prompt_tokens for s in samples),
+        wall_seconds=round(wall, 4),
         tokens_per_second=round(tokens_per_second(output_tokens, wall), 1),
         rouge_l_mean=mean(scored) if spec.workload == "answer" else None,
-        ttft_p50_s=percentile(ttfts, 50), ttft_p95_s=percentile(ttfts, 95),
+        ttft_p50_s=percentile(ttfts, 50),
+        ttft_p95_s=percentile(ttfts, 95),
         latency_p50_s=percentile([s.latency_s for s in samples], 50),
         startup_seconds=status.startup_seconds,
         engine={**status.info, "settings": engine.config.summary(), "spec": asdict(spec)},
-        samples=samples, timeline=timeline,
+        samples=samples,
+        timeline=timeline,
     )

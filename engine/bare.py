@@ -3,6 +3,7 @@
 Used by `python -m bench.bare` to show how close the app's own path (AsyncLLM behind the
 service) comes to what vLLM reaches on its own.
 """
+
 from __future__ import annotations
 
 import time
@@ -12,17 +13,26 @@ from engine.engine import GenerationParams, engine_kwargs_for
 from engine.models import resolve_model
 
 
-def offline_runs(config: EngineConfig, prompts: list[list[int]], params: list[GenerationParams],
-                 runs: int = 3) -> dict:
+def offline_runs(
+    config: EngineConfig, prompts: list[list[int]], params: list[GenerationParams], runs: int = 3
+) -> dict:
     """Start `LLM`, warm up with the batch once, then time `runs` batches; token counts from ids."""
     from vllm import LLM, SamplingParams
 
     started = time.perf_counter()
     llm = LLM(**engine_kwargs_for(config, resolve_model(config.model)))
-    sampling = [SamplingParams(max_tokens=p.max_new_tokens, temperature=p.temperature,
-                               top_p=p.top_p, top_k=p.top_k, ignore_eos=p.ignore_eos,
-                               min_tokens=p.max_new_tokens if p.ignore_eos else 0,
-                               detokenize=False) for p in params]
+    sampling = [
+        SamplingParams(
+            max_tokens=p.max_new_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            ignore_eos=p.ignore_eos,
+            min_tokens=p.max_new_tokens if p.ignore_eos else 0,
+            detokenize=False,
+        )
+        for p in params
+    ]
     inputs = [{"prompt_token_ids": ids} for ids in prompts]
     llm.generate(inputs, sampling, use_tqdm=False)
     startup = time.perf_counter() - started
@@ -32,7 +42,7 @@ def offline_runs(config: EngineConfig, prompts: list[list[int]], params: list[Ge
         outs = llm.generate(inputs, sampling, use_tqdm=False)
         wall = time.perf_counter() - t0
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-        figures.append({"output_tokens": tokens, "wall_seconds": wall,
-                        "tokens_per_second": tokens / wall})
+        figures.append(
+            {"output_tokens": tokens, "wall_seconds": wall, "tokens_per_second": tokens / wall}
+        )
     return {"startup_seconds_incl_warmup": startup, "runs": figures}
-

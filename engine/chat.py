@@ -4,6 +4,7 @@ Qwen3 thinks between `<think>` and `</think>` before answering. With thinking of
 opens the answer with an empty think block. Earlier replies go back to the model without
 their reasoning.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ def split_thinking(text: str) -> tuple[str, str, bool]:
         return reasoning.replace(THINK_OPEN, "", 1).strip(), answer.strip(), True
     stripped = text.lstrip()
     if stripped.startswith(THINK_OPEN):
-        return stripped[len(THINK_OPEN):].strip(), "", False
+        return stripped[len(THINK_OPEN) :].strip(), "", False
     return "", text.strip(), True
 
 
@@ -49,8 +50,9 @@ def answer_text(text: str) -> str:
     return split_thinking(text)[1]
 
 
-def build_messages(history: list[dict], user_message: str,
-                   system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict]:
+def build_messages(
+    history: list[dict], user_message: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+) -> list[dict]:
     """The message list for the next turn; earlier replies lose their reasoning."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     for turn in history:
@@ -65,5 +67,6 @@ def build_messages(history: list[dict], user_message: str,
 def render_prompt(tokenizer, messages: list[dict], thinking: bool = True) -> str:
     """Apply the model's chat template, generation prompt open."""
     kwargs = {} if thinking else {"enable_thinking": False}
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                         **kwargs)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **kwargs
+    )

@@ -8,6 +8,7 @@ system's settings, bf16 instead of fp16), `vllm-defaults` (vLLM as shipped, for 
 and `auto`, which picks one from the GPU it finds. The same object feeds the app, the HTTP API,
 the headless benchmark and the tests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,15 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be at least 64, got {self.max_model_len}")
         if not 0.05 <= self.gpu_memory_utilization <= 0.99:
             raise ValueError("gpu_memory_utilization must be within 0.05..0.99")
-        for name in ("max_num_seqs", "max_new_tokens_cap", "max_batch", "max_queued_requests",
-                     "stream_interval", "warmup_tokens", "cpu_kvcache_gib"):
+        for name in (
+            "max_num_seqs",
+            "max_new_tokens_cap",
+            "max_batch",
+            "max_queued_requests",
+            "stream_interval",
+            "warmup_tokens",
+            "cpu_kvcache_gib",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup_batch < 0:
@@ -113,18 +121,35 @@ class EngineConfig:
 # Every profile lists only what differs from EngineConfig's defaults.
 PROFILES: dict[str, dict] = {
     "cpu": dict(
-        profile="cpu", dtype="float32", enforce_eager=True, max_model_len=4096,
-        max_num_seqs=BENCH_BATCH, gpu_memory_utilization=0.3, warmup_tokens=2,
+        profile="cpu",
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=4096,
+        max_num_seqs=BENCH_BATCH,
+        gpu_memory_utilization=0.3,
+        warmup_tokens=2,
         max_new_tokens_cap=1024,
     ),
     "h100": dict(
-        profile="h100", dtype="bfloat16", kv_cache_dtype="fp8_e4m3", async_scheduling=True,
-        stream_interval=16, max_num_seqs=512, max_model_len=4096, gpu_memory_utilization=0.85,
+        profile="h100",
+        dtype="bfloat16",
+        kv_cache_dtype="fp8_e4m3",
+        async_scheduling=True,
+        stream_interval=16,
+        max_num_seqs=512,
+        max_model_len=4096,
+        gpu_memory_utilization=0.85,
     ),
     "rtx5090": dict(
-        profile="rtx5090", dtype="bfloat16", quantization="fp8", kv_cache_dtype="fp8_e4m3",
-        max_model_len=1024, max_num_seqs=BENCH_BATCH, max_num_batched_tokens=16384,
-        gpu_memory_utilization=0.9, enable_prefix_caching=True,
+        profile="rtx5090",
+        dtype="bfloat16",
+        quantization="fp8",
+        kv_cache_dtype="fp8_e4m3",
+        max_model_len=1024,
+        max_num_seqs=BENCH_BATCH,
+        max_num_batched_tokens=16384,
+        gpu_memory_utilization=0.9,
+        enable_prefix_caching=True,
         cudagraph_capture_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, BENCH_BATCH),
         cudagraph_mode="FULL_AND_PIECEWISE",
     ),
@@ -159,12 +184,28 @@ def make_config(profile: str = "auto", **overrides) -> EngineConfig:
 
 
 # Command-line flags: one per scalar field, so any profile value can be overridden.
-_FLAG_FIELDS = ("model", "load_format", "dtype", "quantization", "kv_cache_dtype",
-                "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                "gpu_memory_utilization", "stream_interval", "attention_backend", "cudagraph_mode",
-                "block_size",
-                "warmup_batch", "warmup_tokens", "max_new_tokens_cap", "max_batch",
-                "max_queued_requests", "cpu_kvcache_gib", "seed")
+_FLAG_FIELDS = (
+    "model",
+    "load_format",
+    "dtype",
+    "quantization",
+    "kv_cache_dtype",
+    "max_model_len",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "gpu_memory_utilization",
+    "stream_interval",
+    "attention_backend",
+    "cudagraph_mode",
+    "block_size",
+    "warmup_batch",
+    "warmup_tokens",
+    "max_new_tokens_cap",
+    "max_batch",
+    "max_queued_requests",
+    "cpu_kvcache_gib",
+    "seed",
+)
 
 
 def _parse_bool(text: str) -> bool:
@@ -179,29 +220,43 @@ def _parse_sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--profile` and one override flag per engine setting to a parser."""
     group = parser.add_argument_group("engine (profile values, each overridable)")
-    group.add_argument("--profile", default="auto", choices=PROFILE_NAMES,
-                       help="named engine settings; auto picks from the GPU found (default)")
+    group.add_argument(
+        "--profile",
+        default="auto",
+        choices=PROFILE_NAMES,
+        help="named engine settings; auto picks from the GPU found (default)",
+    )
     types = {f.name: f.type for f in dataclasses.fields(EngineConfig)}
     for name in _FLAG_FIELDS:
         kind = int if "int" in str(types[name]) else float if "float" in str(types[name]) else str
-        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                           help=f"override {name}")
+        group.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=None, help=f"override {name}"
+        )
     group.add_argument("--enforce-eager", type=_parse_bool, default=None, metavar="BOOL")
     group.add_argument("--async-scheduling", type=_parse_bool, default=None, metavar="BOOL")
     group.add_argument("--enable-prefix-caching", type=_parse_bool, default=None, metavar="BOOL")
     group.add_argument("--disable-log-stats", type=_parse_bool, default=None, metavar="BOOL")
-    group.add_argument("--cudagraph-capture-sizes", type=_parse_sizes, default=None,
-                       metavar="N,N,...")
+    group.add_argument(
+        "--cudagraph-capture-sizes", type=_parse_sizes, default=None, metavar="N,N,..."
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
     """The EngineConfig named by parsed command-line arguments."""
-    names = (*_FLAG_FIELDS, "enforce_eager", "async_scheduling", "enable_prefix_caching",
-             "disable_log_stats", "cudagraph_capture_sizes")
+    names = (
+        *_FLAG_FIELDS,
+        "enforce_eager",
+        "async_scheduling",
+        "enable_prefix_caching",
+        "disable_log_stats",
+        "cudagraph_capture_sizes",
+    )
     return make_config(args.profile, **{n: getattr(args, n) for n in names})

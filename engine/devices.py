@@ -3,6 +3,7 @@
 (vLLM's engine process owns the GPU; initialising CUDA here first would force slower process
 start-up and waste GPU memory.)
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,8 +24,13 @@ def gpu() -> tuple[str, tuple[int, int]] | None:
     except Exception:
         pass
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         name, cap = out.splitlines()[0].rsplit(",", 1)
         major, minor = cap.strip().split(".")
         return name.strip(), (int(major), int(minor))

@@ -9,14 +9,15 @@ streams that report only their final output.
     async for chunk in engine.stream(prompt, GenerationParams(max_new_tokens=64)):
         print(chunk.text, end="")
 """
+
 from __future__ import annotations
 
 import asyncio
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterator, Sequence
 
 from engine.chat import DEFAULT_SYSTEM_PROMPT, render_prompt
 from engine.config import EngineConfig
@@ -52,7 +53,9 @@ class GenerationParams:
     def validate(self) -> None:
         """Raise RequestError naming the first value out of range."""
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise RequestError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+            raise RequestError(
+                f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}"
+            )
         if not 0.0 <= self.temperature <= 2.0:
             raise RequestError(f"temperature must be within 0..2, got {self.temperature!r}")
         if not 0.0 < self.top_p <= 1.0:
@@ -185,8 +188,10 @@ class Engine:
 
     def _set(self, phase: str, message: str, progress: float | None = None, **kw) -> None:
         self._status = replace(self._status, phase=phase, message=message, progress=progress, **kw)
-        print(f"[engine] {phase}: {message}" + (f" ({progress:.0%})" if progress is not None else ""),
-              flush=True)
+        print(
+            f"[engine] {phase}: {message}" + (f" ({progress:.0%})" if progress is not None else ""),
+            flush=True,
+        )
 
     async def start(self) -> None:
         """Resolve the model, build vLLM, warm up at the benchmark's batch; then ready."""
@@ -195,8 +200,11 @@ class Engine:
             await self._build()
             await self.warm_up()
         except BaseException as err:
-            self._set("failed", f"start failed: {type(err).__name__}: {err}",
-                      error=f"{type(err).__name__}: {err}")
+            self._set(
+                "failed",
+                f"start failed: {type(err).__name__}: {err}",
+                error=f"{type(err).__name__}: {err}",
+            )
             raise
         seconds = time.perf_counter() - self._started
         self._status = replace(self._status, startup_seconds=round(seconds, 1))
@@ -219,14 +227,23 @@ class Engine:
 
         args = build_engine_args(self.config, self.model)
         self._llm = await asyncio.to_thread(
-            AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self.counters)])
-        self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(self.model.path))
-        self._status = replace(self._status, info={
-            "model": self.model.name, "model_source": self.model.source,
-            "random_weights": self.model.random_weights, "device": device_name(self.config),
-            "vllm": vllm_version, "profile": self.config.profile,
-            "max_model_len": self.config.max_model_len,
-        })
+            AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self.counters)]
+        )
+        self.tokenizer = await asyncio.to_thread(
+            AutoTokenizer.from_pretrained, str(self.model.path)
+        )
+        self._status = replace(
+            self._status,
+            info={
+                "model": self.model.name,
+                "model_source": self.model.source,
+                "random_weights": self.model.random_weights,
+                "device": device_name(self.config),
+                "vllm": vllm_version,
+                "profile": self.config.profile,
+                "max_model_len": self.config.max_model_len,
+            },
+        )
 
     async def warm_up(self) -> None:
         """Run one batch at the benchmark's shape so compile and graphs are paid before use."""
@@ -272,18 +289,25 @@ class Engine:
 
     def _require(self, ready: bool = True, admit: int = 1):
         if self._llm is None or (ready and not self._status.ready):
-            raise EngineUnavailable(f"engine not ready: {self._status.phase} ({self._status.message})")
+            raise EngineUnavailable(
+                f"engine not ready: {self._status.phase} ({self._status.message})"
+            )
         queued, limit = self.unfinished_requests(), self.config.max_queued_requests
         if queued + admit > limit:
-            raise EngineBusy(f"server busy: {queued} requests in the engine, limit {limit}; "
-                             "try again shortly")
+            raise EngineBusy(
+                f"server busy: {queued} requests in the engine, limit {limit}; try again shortly"
+            )
         return self._llm
 
     # ---- prompts ---------------------------------------------------------------------
-    def chat_prompt(self, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-                    thinking: bool = True) -> list[int]:
+    def chat_prompt(
+        self,
+        question: str,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        thinking: bool = True,
+    ) -> list[int]:
         """Token ids of one question as a chat prompt, generation prompt open."""
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": question})
         return self.encode(render_prompt(self.tokenizer, messages, thinking))
 
@@ -299,26 +323,36 @@ class Engine:
         if not prompt_ids:
             raise RequestError("the prompt is empty")
         if len(prompt_ids) >= limit:
-            raise RequestError(f"the prompt has {len(prompt_ids)} tokens; this engine takes at most "
-                               f"{limit - 1} (max_model_len {limit}, at least one new token)")
+            raise RequestError(
+                f"the prompt has {len(prompt_ids)} tokens; this engine takes at most "
+                f"{limit - 1} (max_model_len {limit}, at least one new token)"
+            )
         return min(params.max_new_tokens, self.config.max_new_tokens_cap, limit - len(prompt_ids))
 
-    def _sampling(self, params: GenerationParams, max_tokens: int, final_only: bool,
-                  detokenize: bool = True):
+    def _sampling(
+        self, params: GenerationParams, max_tokens: int, final_only: bool, detokenize: bool = True
+    ):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         kind = RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA
         return SamplingParams(
-            max_tokens=max_tokens, temperature=params.temperature, top_p=params.top_p,
-            top_k=params.top_k, ignore_eos=params.ignore_eos, seed=params.seed,
-            min_tokens=max_tokens if params.ignore_eos else 0, output_kind=kind,
-            detokenize=detokenize, skip_special_tokens=True,
+            max_tokens=max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            ignore_eos=params.ignore_eos,
+            seed=params.seed,
+            min_tokens=max_tokens if params.ignore_eos else 0,
+            output_kind=kind,
+            detokenize=detokenize,
+            skip_special_tokens=True,
         )
 
     # ---- generation ------------------------------------------------------------------
-    async def stream(self, prompt_ids: list[int], params: GenerationParams,
-                     request_id: str | None = None) -> AsyncIterator[Chunk]:
+    async def stream(
+        self, prompt_ids: list[int], params: GenerationParams, request_id: str | None = None
+    ) -> AsyncIterator[Chunk]:
         """Stream a reply as text deltas; leaving the loop early aborts the request in vLLM."""
         llm = self._require()
         sampling = self._sampling(params, self._max_tokens(prompt_ids, params), final_only=False)
@@ -341,9 +375,14 @@ class Engine:
             if not finished and self._llm is not None and not self._llm.errored:
                 await self._llm.abort(request_id)
 
-    async def generate_many(self, prompts: Sequence[list[int]], params: Sequence[GenerationParams],
-                            decode: bool = True, require_ready: bool = True,
-                            request_prefix: str = "batch") -> AsyncIterator[Completion]:
+    async def generate_many(
+        self,
+        prompts: Sequence[list[int]],
+        params: Sequence[GenerationParams],
+        decode: bool = True,
+        require_ready: bool = True,
+        request_prefix: str = "batch",
+    ) -> AsyncIterator[Completion]:
         """Submit every prompt at once; yield each request as it finishes (completion order).
 
         Closing the iterator early aborts every request still running.
@@ -351,7 +390,7 @@ class Engine:
         llm = self._require(ready=require_ready, admit=len(prompts))
         if len(prompts) != len(params):
             raise RequestError("prompts and params differ in length")
-        budgets = [self._max_tokens(p, s) for p, s in zip(prompts, params)]
+        budgets = [self._max_tokens(p, s) for p, s in zip(prompts, params, strict=True)]
         tag = f"{request_prefix}-{uuid.uuid4().hex[:8]}"
         done: asyncio.Queue = asyncio.Queue()
         start = time.perf_counter()
@@ -360,9 +399,10 @@ class Engine:
             sampling = self._sampling(params[i], budgets[i], final_only=True, detokenize=False)
             final = None
             try:
-                async for final in llm.generate({"prompt_token_ids": list(prompts[i])}, sampling,
-                                                f"{tag}-{i}"):
-                    pass
+                async for out in llm.generate(
+                    {"prompt_token_ids": list(prompts[i])}, sampling, f"{tag}-{i}"
+                ):
+                    final = out
             except Exception as err:
                 done.put_nowait(err)
                 return
@@ -371,8 +411,17 @@ class Engine:
             metrics = getattr(final, "metrics", None)
             ttft = getattr(metrics, "first_token_latency", None) or None
             text = self.tokenizer.decode(ids, skip_special_tokens=True) if decode else ""
-            done.put_nowait(Completion(i, ids, text, len(prompts[i]), ttft,
-                                       time.perf_counter() - start, piece.finish_reason))
+            done.put_nowait(
+                Completion(
+                    i,
+                    ids,
+                    text,
+                    len(prompts[i]),
+                    ttft,
+                    time.perf_counter() - start,
+                    piece.finish_reason,
+                )
+            )
 
         tasks = [asyncio.create_task(one(i)) for i in range(len(prompts))]
         try:

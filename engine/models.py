@@ -10,6 +10,7 @@ Names it understands:
 - `qwen3-0.6b-random`: the real Qwen3-0.6B shape with random weights, for throughput work;
 - anything else is a model id, downloaded from ModelScope (Hugging Face as fallback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,9 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from engine.qwen3_files import write_model_folder
 
@@ -64,7 +65,9 @@ def resolve_model(name: str, progress: Progress = _quiet) -> ResolvedModel:
         has_weights = any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir())
         return ResolvedModel(name, path, not has_weights, "local")
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise ModelError(f"no model folder at {name!r}, and it is not a model id like 'Qwen/Qwen3-0.6B'")
+        raise ModelError(
+            f"no model folder at {name!r}, and it is not a model id like 'Qwen/Qwen3-0.6B'"
+        )
     target = models_dir() / name.replace("/", "--")
     if (target / "config.json").is_file() and (target / ".complete").is_file():
         return ResolvedModel(name, target, False, "cache")
@@ -99,8 +102,10 @@ def _tracker(progress: Progress, label: str):
             with lock:
                 state["done"] += size
                 done, total = state["done"], state["total"]
-            progress(f"downloading {label}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB",
-                     done / total if total else None)
+            progress(
+                f"downloading {label}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB",
+                done / total if total else None,
+            )
 
     return Tracker
 
@@ -120,8 +125,10 @@ def reachable(host: str, timeout: float = 3.0) -> bool:
 def download_model(model_id: str, target: Path, progress: Progress = _quiet) -> str:
     """Download a model id into `target` (ModelScope, then Hugging Face); return the source."""
     if not any(reachable(host) for host in HUBS.values()):
-        raise ModelError(f"offline: cannot reach {' or '.join(HUBS.values())} to download "
-                         f"{model_id}. Pass --model with a local folder, or --model tiny-random.")
+        raise ModelError(
+            f"offline: cannot reach {' or '.join(HUBS.values())} to download "
+            f"{model_id}. Pass --model with a local folder, or --model tiny-random."
+        )
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     errors = []
@@ -130,8 +137,11 @@ def download_model(model_id: str, target: Path, progress: Progress = _quiet) -> 
         from modelscope.hub.callback import TqdmCallback
 
         progress(f"downloading {model_id} from ModelScope", 0.0)
-        snapshot_download(model_id, local_dir=str(target),
-                          progress_callbacks=[TqdmCallback, _tracker(progress, model_id)])
+        snapshot_download(
+            model_id,
+            local_dir=str(target),
+            progress_callbacks=[TqdmCallback, _tracker(progress, model_id)],
+        )
         source = "modelscope"
     except Exception as err:  # any failure: try the other hub before giving up
         errors.append(f"ModelScope: {type(err).__name__}: {err}")
@@ -143,8 +153,10 @@ def download_model(model_id: str, target: Path, progress: Progress = _quiet) -> 
             source = "huggingface"
         except Exception as err2:
             errors.append(f"Hugging Face: {type(err2).__name__}: {err2}")
-            raise ModelError(f"could not download {model_id} ({'; '.join(e[:300] for e in errors)}). "
-                             "Offline? Pass --model with a local folder, or --model tiny-random.") from None
+            raise ModelError(
+                f"could not download {model_id} ({'; '.join(e[:300] for e in errors)}). "
+                "Offline? Pass --model with a local folder, or --model tiny-random."
+            ) from None
     if not (target / "config.json").is_file():
         raise ModelError(f"download of {model_id} has no config.json: not a model")
     (target / ".complete").write_text(source)
@@ -154,8 +166,11 @@ def download_model(model_id: str, target: Path, progress: Progress = _quiet) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: download a model id, or build a built-in random model, into a folder."""
-    parser = argparse.ArgumentParser(prog="python -m engine.models", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.models",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     dl = sub.add_parser("download", help="download a model id (ModelScope, then Hugging Face)")
     dl.add_argument("model_id", help="e.g. Qwen/Qwen3-0.6B or SLDRMK/Qwen3-0.6B")

@@ -8,14 +8,15 @@ engine loop, which aborts its requests in vLLM.
     service = EngineService(config); service.start()
     async for chunk in service.stream_chat(messages, params): ...
 """
+
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
-from typing import AsyncIterator, Awaitable, Callable
 
 from engine.chat import answer_text, render_prompt
 from engine.config import EngineConfig
@@ -33,8 +34,9 @@ class EngineService:
         self.engine = Engine(config)
         self.restarts = 0
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="engine-loop", daemon=True
+        )
         self._boot_future: concurrent.futures.Future | None = None
         self._closing = False
 
@@ -149,8 +151,9 @@ class EngineService:
                     await asyncio.wait_for(asyncio.wrap_future(future), timeout=10)
 
     # ---- conveniences for the UI and the HTTP API ------------------------------------
-    def stream_chat(self, messages: list[dict], params: GenerationParams,
-                    thinking: bool = True) -> AsyncIterator[Chunk]:
+    def stream_chat(
+        self, messages: list[dict], params: GenerationParams, thinking: bool = True
+    ) -> AsyncIterator[Chunk]:
         """Stream the reply to a chat (messages already include the system prompt)."""
 
         def make(engine: Engine) -> AsyncIterator[Chunk]:
@@ -160,16 +163,18 @@ class EngineService:
 
         return self.relay(make)
 
-    async def answer_all(self, questions: list[str], params: GenerationParams,
-                         thinking: bool = True) -> list[str]:
+    async def answer_all(
+        self, questions: list[str], params: GenerationParams, thinking: bool = True
+    ) -> list[str]:
         """One answer per question, in order; the whole list goes to the engine at once."""
 
         async def run(engine: Engine) -> list[str]:
             engine.require_ready()
             prompts = [engine.chat_prompt(q, thinking=thinking) for q in questions]
             answers = [""] * len(prompts)
-            async for done in engine.generate_many(prompts, [params] * len(prompts),
-                                                   request_prefix="predict"):
+            async for done in engine.generate_many(
+                prompts, [params] * len(prompts), request_prefix="predict"
+            ):
                 answers[done.index] = answer_text(done.text)
             return answers
 
@@ -178,5 +183,9 @@ class EngineService:
     def engine_load(self) -> dict:
         """Requests in flight and the scheduler's last view, for tests and status pages."""
         c = self.engine.counters
-        return {"unfinished": self.engine.unfinished_requests(), "running": c.running,
-                "waiting": c.waiting, "generated_tokens": c.generated_tokens}
+        return {
+            "unfinished": self.engine.unfinished_requests(),
+            "running": c.running,
+            "waiting": c.waiting,
+            "generated_tokens": c.generated_tokens,
+        }

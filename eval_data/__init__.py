@@ -1,8 +1,9 @@
 """Evaluation data: the course's question set, its loader and its verified download.
 
-    from eval_data import load_course_file, official_question_set
-    pairs = load_course_file(official_question_set())  # 358 QAPair
+from eval_data import load_course_file, official_question_set
+pairs = load_course_file(official_question_set())  # 358 QAPair
 """
+
 from eval_data.download import OFFICIAL_SHA256, OFFICIAL_URL, DataError, official_question_set
 from eval_data.loader import FormatError, QAPair, load_course_file, parse_course_text
 

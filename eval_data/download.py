@@ -3,6 +3,7 @@
 The file is public but not ours to redistribute, so it is downloaded on the user's machine.
 `QWEN_DEMO_EVAL_FILE` points at a local copy instead (tests and offline machines use it).
 """
+
 from __future__ import annotations
 
 import hashlib

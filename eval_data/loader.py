@@ -4,6 +4,7 @@ Both published variants (blocks separated by blank lines, or not) parse to the s
 An answer runs to the next block and keeps its inner line breaks, exactly as the official
 harness reads it (so a section heading that follows an answer stays part of that answer).
 """
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@ and one running app (UI + HTTP API) on free loopback ports, all on the CPU with 
 
 Starting vLLM costs tens of seconds on the CPU, so each is started once per test session.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,10 @@ def service(tiny_model_dir, data_dir):
     """One real engine (vLLM CPU backend, tiny-random) for the in-process tests."""
     from engine import EngineService, make_config
 
-    svc = EngineService(make_config("cpu", model="tiny-random", max_model_len=1024,
-                                    max_queued_requests=600), auto_restart=False)
+    svc = EngineService(
+        make_config("cpu", model="tiny-random", max_model_len=1024, max_queued_requests=600),
+        auto_restart=False,
+    )
     svc.start()
     status = svc.wait_ready(timeout=600)
     assert status.ready, status.message
@@ -91,8 +94,12 @@ def get_json(url: str, timeout: float = 10):
 
 def post(url: str, body: bytes, headers: dict | None = None, timeout: float = 300):
     """POST raw bytes; return (status, parsed JSON or text)."""
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
@@ -130,10 +137,30 @@ def launch_app(tmp_dir: Path, *extra: str, env: dict | None = None) -> RunningAp
     """Start the app on free ports and return as soon as its servers answer (not yet ready)."""
     ui_port, api_port = free_port(), free_port()
     log = tmp_dir / f"app-{ui_port}.log"
-    cmd = [sys.executable, "-u", str(ROOT / "app.py"), "--profile", "cpu", "--model", "tiny-random",
-           "--port", str(ui_port), "--api-port", str(api_port), "--max-model-len", "1024", *extra]
-    process = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                               env={**os.environ, **(env or {})}, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-u",
+        str(ROOT / "app.py"),
+        "--profile",
+        "cpu",
+        "--model",
+        "tiny-random",
+        "--port",
+        str(ui_port),
+        "--api-port",
+        str(api_port),
+        "--max-model-len",
+        "1024",
+        *extra,
+    ]
+    process = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     app = RunningApp(process, f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

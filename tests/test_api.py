@@ -1,4 +1,5 @@
 """The course HTTP API against the running app: readiness, /predict single and batch, bad input."""
+
 import json
 import time
 
@@ -24,22 +25,27 @@ def test_batch_keeps_order_and_count(app):
     prompts = [f"问题{i}: GPU?" for i in range(12)]
     status, body = post(app.api_url + "/predict", json.dumps({"prompt": prompts}).encode())
     assert status == 200 and len(body["response"]) == 12
-    singles = [post(app.api_url + "/predict", json.dumps({"prompt": p}).encode())[1]["response"]
-               for p in (prompts[0], prompts[-1])]
+    singles = [
+        post(app.api_url + "/predict", json.dumps({"prompt": p}).encode())[1]["response"]
+        for p in (prompts[0], prompts[-1])
+    ]
     assert [body["response"][0], body["response"][-1]] == singles
     assert app.wait_idle()["unfinished"] == 0
 
 
-@pytest.mark.parametrize("body, code, message", [
-    (b"not json", 422, "body must be JSON"),
-    (b"[1, 2]", 422, '"prompt" field'),
-    (b'{"question": "x"}', 422, '"prompt" field'),
-    (b'{"prompt": 42}', 422, "string or a list of strings"),
-    (b'{"prompt": []}', 422, "empty list"),
-    (b'{"prompt": ["ok", 3]}', 422, "item 1 is int"),
-    (b'{"prompt": "   "}', 422, "prompt is empty"),
-    (json.dumps({"prompt": ["q"] * 1025}).encode(), 413, "exceeds the limit of 1024"),
-])
+@pytest.mark.parametrize(
+    "body, code, message",
+    [
+        (b"not json", 422, "body must be JSON"),
+        (b"[1, 2]", 422, '"prompt" field'),
+        (b'{"question": "x"}', 422, '"prompt" field'),
+        (b'{"prompt": 42}', 422, "string or a list of strings"),
+        (b'{"prompt": []}', 422, "empty list"),
+        (b'{"prompt": ["ok", 3]}', 422, "item 1 is int"),
+        (b'{"prompt": "   "}', 422, "prompt is empty"),
+        (json.dumps({"prompt": ["q"] * 1025}).encode(), 413, "exceeds the limit of 1024"),
+    ],
+)
 def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(app, body, code, message):
     status, answer = post(app.api_url + "/predict", body)
     assert status == code and message in answer["error"]
@@ -58,15 +64,23 @@ def test_readiness_moves_from_initializing_to_batch(tmp_path):
         first = get_json(fresh.api_url + "/")
         assert first["status"] in ("initializing", "batch")
         if first["status"] == "initializing":
-            status, answer = post(fresh.api_url + "/predict", b'{"prompt": "x"}',
-                                  {"Authorization": "Bearer s3cret"})
+            status, answer = post(
+                fresh.api_url + "/predict", b'{"prompt": "x"}', {"Authorization": "Bearer s3cret"}
+            )
             assert status == 503 and "not ready" in answer["error"]
         wait_ready(fresh)
         assert get_json(fresh.api_url + "/") == {"status": "batch"}
         assert post(fresh.api_url + "/predict", b'{"prompt": "x"}')[0] == 401
-        assert post(fresh.api_url + "/predict", b'{"prompt": "x"}', {"Authorization": "Bearer no"})[0] == 401
-        assert post(fresh.api_url + "/predict", b'{"prompt": "x"}',
-                    {"Authorization": "Bearer s3cret"})[0] == 200
+        assert (
+            post(fresh.api_url + "/predict", b'{"prompt": "x"}', {"Authorization": "Bearer no"})[0]
+            == 401
+        )
+        assert (
+            post(
+                fresh.api_url + "/predict", b'{"prompt": "x"}', {"Authorization": "Bearer s3cret"}
+            )[0]
+            == 200
+        )
     finally:
         started = time.monotonic()
         assert stop_app(fresh) == 0

@@ -1,4 +1,5 @@
 """`python -m bench`: the headless benchmark as a user runs it (own engine, JSON + CSV out)."""
+
 import json
 import subprocess
 import sys
@@ -11,37 +12,75 @@ pytestmark = pytest.mark.slow
 
 
 def bench(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_replay_on_8_questions_writes_the_documented_json(tmp_path, data_dir):
     out = tmp_path / "result.json"
-    done = bench("--workload", "replay", "--limit", "8", "--model", "tiny-random", "--profile", "cpu",
-                 "--warmup-batch", "16", "--out", str(out))
+    done = bench(
+        "--workload",
+        "replay",
+        "--limit",
+        "8",
+        "--model",
+        "tiny-random",
+        "--profile",
+        "cpu",
+        "--warmup-batch",
+        "16",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "output tokens/s" in done.stdout
     result = json.loads(out.read_text())
-    for key in ("workload", "n", "output_tokens", "wall_seconds", "tokens_per_second",
-                "rouge_l_mean", "startup_seconds", "engine", "samples"):
+    for key in (
+        "workload",
+        "n",
+        "output_tokens",
+        "wall_seconds",
+        "tokens_per_second",
+        "rouge_l_mean",
+        "startup_seconds",
+        "engine",
+        "samples",
+    ):
         assert key in result
     assert result["workload"] == "replay" and result["n"] == 8
     assert result["output_tokens"] == sum(s["output_tokens"] for s in result["samples"])
-    assert result["tokens_per_second"] == pytest.approx(result["output_tokens"] / result["wall_seconds"], rel=1e-3)
+    assert result["tokens_per_second"] == pytest.approx(
+        result["output_tokens"] / result["wall_seconds"], rel=1e-3
+    )
     assert result["engine"]["profile"] == "cpu" and result["engine"]["vllm"]
     sample = result["samples"][0]
-    assert {"question", "reference", "prediction", "rouge_l", "output_tokens", "ttft_s",
-            "latency_s"} <= set(sample)
+    assert {
+        "question",
+        "reference",
+        "prediction",
+        "rouge_l",
+        "output_tokens",
+        "ttft_s",
+        "latency_s",
+    } <= set(sample)
     csv_lines = out.with_suffix(".csv").read_text().strip().split("\n")
     assert csv_lines[0].startswith("index,question,reference") and len(csv_lines) >= 9
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--workload", "sing"], "unknown workload"),
-    (["--limit", "0"], "1..358"),
-    (["--runs", "0"], "--runs"),
-    (["--data", "/no/such/file.txt"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workload", "sing"], "unknown workload"),
+        (["--limit", "0"], "1..358"),
+        (["--runs", "0"], "--runs"),
+        (["--data", "/no/such/file.txt"], "not found"),
+    ],
+)
 def test_bad_arguments_exit_with_a_message(args, message, data_dir):
     done = bench("--model", "tiny-random", "--profile", "cpu", *args, timeout=120)
     assert done.returncode != 0

@@ -14,6 +14,7 @@ as is (`playwright install` is not available here); the tests are skipped where 
 Streaming is observed with a MutationObserver inside the page, so a busy CPU that delays the
 test's own polling cannot hide an intermediate state.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 REPLY_TIMEOUT_MS = 120_000
 BENCHMARK_TIMEOUT_MS = 300_000

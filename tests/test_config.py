@@ -1,10 +1,10 @@
 """engine.config: profiles, overrides from code and the command line, validation."""
+
 import argparse
 
 import pytest
 
-from engine.config import (BENCH_BATCH, PROFILES, add_config_arguments, config_from_args,
-                           make_config)
+from engine.config import BENCH_BATCH, PROFILES, add_config_arguments, config_from_args, make_config
 
 
 def test_profiles_differ_where_they_should():
@@ -28,13 +28,16 @@ def test_overrides_and_engine_kwargs():
     assert kwargs["stream_interval"] == 16
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"max_model_len": 10}, "max_model_len"),
-    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
-    ({"max_batch": 0}, "max_batch"),
-    ({"load_format": "magic"}, "load_format"),
-    ({"no_such_setting": 1}, "unknown engine settings"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"max_model_len": 10}, "max_model_len"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"max_batch": 0}, "max_batch"),
+        ({"load_format": "magic"}, "load_format"),
+        ({"no_such_setting": 1}, "unknown engine settings"),
+    ],
+)
 def test_bad_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         make_config("cpu", **overrides)
@@ -48,8 +51,18 @@ def test_unknown_profile():
 def test_command_line_flags_reach_the_config():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
-    args = parser.parse_args(["--profile", "h100", "--max-num-seqs", "384", "--async-scheduling",
-                              "false", "--cudagraph-capture-sizes", "1,2,358"])
+    args = parser.parse_args(
+        [
+            "--profile",
+            "h100",
+            "--max-num-seqs",
+            "384",
+            "--async-scheduling",
+            "false",
+            "--cudagraph-capture-sizes",
+            "1,2,358",
+        ]
+    )
     cfg = config_from_args(args)
     assert (cfg.profile, cfg.max_num_seqs, cfg.async_scheduling) == ("h100", 384, False)
     assert cfg.cudagraph_capture_sizes == (1, 2, 358)

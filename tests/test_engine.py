@@ -1,4 +1,5 @@
 """engine: the real vLLM engine on the CPU (tiny-random): streaming, abort, batches, limits."""
+
 import asyncio
 from dataclasses import replace
 
@@ -47,8 +48,9 @@ def test_stream_yields_many_deltas_counted_from_token_ids(service):
 def test_leaving_a_stream_aborts_the_request_in_the_engine(service):
     async def run():
         seen = 0
-        async for chunk in service.stream_chat(build_messages([], "long story"),
-                                               GenerationParams(max_new_tokens=900, ignore_eos=True)):
+        async for chunk in service.stream_chat(
+            build_messages([], "long story"), GenerationParams(max_new_tokens=900, ignore_eos=True)
+        ):
             seen = chunk.output_tokens
             if seen >= 3:
                 assert service.engine_load()["unfinished"] == 1
@@ -68,8 +70,9 @@ def test_cancelled_task_aborts_too(service):
         await asyncio.gather(task, return_exceptions=True)
 
     async def collect_async(svc):
-        async for _ in svc.stream_chat(build_messages([], "x"), GenerationParams(max_new_tokens=900,
-                                                                                  ignore_eos=True)):
+        async for _ in svc.stream_chat(
+            build_messages([], "x"), GenerationParams(max_new_tokens=900, ignore_eos=True)
+        ):
             pass
 
     asyncio.run(run())
@@ -80,16 +83,21 @@ def test_oversized_prompt_is_refused_clearly_then_engine_still_serves(service):
     huge = "GPU " * 3000  # far beyond max_model_len 1024
     with pytest.raises(RequestError, match=r"at most 1023 \(max_model_len 1024"):
         collect(service, build_messages([], huge), GenerationParams(max_new_tokens=8))
-    chunks = collect(service, build_messages([], "ok?"), GenerationParams(max_new_tokens=4, ignore_eos=True))
+    chunks = collect(
+        service, build_messages([], "ok?"), GenerationParams(max_new_tokens=4, ignore_eos=True)
+    )
     assert chunks[-1].output_tokens == 4
 
 
-@pytest.mark.parametrize("params, message", [
-    (GenerationParams(temperature=5.0), "temperature"),
-    (GenerationParams(top_p=0.0), "top_p"),
-    (GenerationParams(top_k=0), "top_k"),
-    (GenerationParams(max_new_tokens=0), "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (GenerationParams(temperature=5.0), "temperature"),
+        (GenerationParams(top_p=0.0), "top_p"),
+        (GenerationParams(top_k=0), "top_k"),
+        (GenerationParams(max_new_tokens=0), "max_new_tokens"),
+    ],
+)
 def test_bad_sampling_values_are_refused(service, params, message):
     with pytest.raises(RequestError, match=message):
         collect(service, build_messages([], "hi"), params)

@@ -1,4 +1,5 @@
-"""eval_data.loader: both published layouts parse to the official 358 pairs; bad files fail clearly."""
+"""eval_data.loader: both published layouts give the official 358 pairs; bad files fail clearly."""
+
 import pytest
 
 from eval_data import FormatError, load_course_file, parse_course_text
@@ -15,24 +16,31 @@ def test_official_file_matches_the_official_pairs(question_file, seed_details):
 def test_variant_without_blank_lines_parses_the_same(question_file, tmp_path):
     text = question_file.read_text(encoding="utf-8-sig")
     compact = tmp_path / "compact.txt"
-    compact.write_text("\n".join(line for line in text.split("\n") if line.strip()), encoding="utf-8")
+    compact.write_text(
+        "\n".join(line for line in text.split("\n") if line.strip()), encoding="utf-8"
+    )
     assert load_course_file(compact) == load_course_file(question_file)
 
 
 def test_multiline_answers_keep_their_lines():
-    pairs = parse_course_text("（1. 问题：写代码？\n答案：第一行\n第二行\n\n（2. 问题：B？\n答案：b")
+    pairs = parse_course_text(
+        "（1. 问题：写代码？\n答案：第一行\n第二行\n\n（2. 问题：B？\n答案：b"
+    )
     assert pairs[0].reference == "第一行\n第二行"
     assert pairs[1].question == "B？"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "no question found"),
-    ("just some text", "no question found"),
-    ("（1. 问题：没有答案", "no '答案：' line"),
-    ("（1. 问题：\n答案：空问题", "question 1 is empty"),
-    ("（1. 问题：Q？\n答案：", "empty answer"),
-    ("前言\n（1. 问题：Q？\n答案：A", "unexpected text before question 1"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no question found"),
+        ("just some text", "no question found"),
+        ("（1. 问题：没有答案", "no '答案：' line"),
+        ("（1. 问题：\n答案：空问题", "question 1 is empty"),
+        ("（1. 问题：Q？\n答案：", "empty answer"),
+        ("前言\n（1. 问题：Q？\n答案：A", "unexpected text before question 1"),
+    ],
+)
 def test_malformed_text_says_what_is_wrong(text, message):
     with pytest.raises(FormatError, match=message):
         parse_course_text(text)

@@ -1,4 +1,5 @@
 """bench.metrics: the ROUGE-L scorer reproduces every official figure; arithmetic helpers."""
+
 import pytest
 
 from bench.metrics import mean, percentile, rouge_l_f1, tokens_per_second
@@ -6,8 +7,11 @@ from bench.metrics import mean, percentile, rouge_l_f1, tokens_per_second
 
 def test_rouge_l_reproduces_all_358_official_values(seed_details):
     assert len(seed_details) == 358
-    mismatches = [i for i, d in enumerate(seed_details)
-                  if rouge_l_f1(d["prediction"], d["reference"]) != d["rougeL_f1"]]
+    mismatches = [
+        i
+        for i, d in enumerate(seed_details)
+        if rouge_l_f1(d["prediction"], d["reference"]) != d["rougeL_f1"]
+    ]
     assert mismatches == []
     mean_score = sum(rouge_l_f1(d["prediction"], d["reference"]) for d in seed_details) / 358
     assert mean_score == pytest.approx(0.9082281855821821, abs=1e-12)

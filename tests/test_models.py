@@ -1,4 +1,5 @@
 """engine.models: built-in random models, local folders, and downloads that fail fast offline."""
+
 import json
 import time
 
@@ -18,8 +19,11 @@ def test_tiny_random_is_built_once_with_the_real_special_tokens(tiny_model_dir):
 def test_full_size_random_model_has_qwen3_0_6b_shape(tmp_path):
     path = build_builtin("qwen3-0.6b-random", tmp_path / "q")
     config = json.loads((path / "config.json").read_text())
-    assert (config["hidden_size"], config["num_hidden_layers"], config["num_key_value_heads"]) == \
-        (1024, 28, 8)
+    assert (config["hidden_size"], config["num_hidden_layers"], config["num_key_value_heads"]) == (
+        1024,
+        28,
+        8,
+    )
 
 
 def test_local_folder_without_weights_runs_with_random_weights(tiny_model_dir):

@@ -1,9 +1,17 @@
 """bench.runner on the real engine: replay lengths, ROUGE-L scoring, progress, cancellation."""
+
 import asyncio
 
 import pytest
 
-from bench import BenchmarkError, BenchmarkResult, BenchmarkSpec, Progress, rouge_l_f1, run_benchmark
+from bench import (
+    BenchmarkError,
+    BenchmarkResult,
+    BenchmarkSpec,
+    Progress,
+    rouge_l_f1,
+    run_benchmark,
+)
 from engine import answer_text
 from eval_data import load_course_file
 
@@ -27,10 +35,14 @@ def test_replay_produces_exactly_the_reference_lengths(service, question_file, t
     events = run(service, pairs, BenchmarkSpec("replay", limit=8))
     result = events[-1]
     assert isinstance(result, BenchmarkResult) and result.n == 8
-    expected = [min(256, len(tokenizer.encode(p.reference, add_special_tokens=False))) for p in pairs[:8]]
+    expected = [
+        min(256, len(tokenizer.encode(p.reference, add_special_tokens=False))) for p in pairs[:8]
+    ]
     assert [s.output_tokens for s in result.samples] == expected
     assert result.output_tokens == sum(expected)
-    assert result.tokens_per_second == pytest.approx(result.output_tokens / result.wall_seconds, rel=1e-3)
+    assert result.tokens_per_second == pytest.approx(
+        result.output_tokens / result.wall_seconds, rel=1e-3
+    )
     assert result.rouge_l_mean is None
     progress = [e for e in events if isinstance(e, Progress)]
     assert progress and progress[-1].completed == 8
@@ -59,12 +71,15 @@ def test_cancelled_run_leaves_no_requests(service, question_file):
     assert again.output_tokens == 16
 
 
-@pytest.mark.parametrize("spec, message", [
-    (BenchmarkSpec("nope"), "workload"),
-    (BenchmarkSpec("answer", limit=0), "1..358"),
-    (BenchmarkSpec("answer", limit=359), "1..358"),
-    (BenchmarkSpec("answer", max_new_tokens=0), "max new tokens"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (BenchmarkSpec("nope"), "workload"),
+        (BenchmarkSpec("answer", limit=0), "1..358"),
+        (BenchmarkSpec("answer", limit=359), "1..358"),
+        (BenchmarkSpec("answer", max_new_tokens=0), "max new tokens"),
+    ],
+)
 def test_bad_specs(spec, message):
     with pytest.raises(BenchmarkError, match=message):
         spec.validate(358)

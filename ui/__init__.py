@@ -2,6 +2,7 @@
 
 No vLLM here: the UI talks to `engine.EngineService` only.
 """
+
 from __future__ import annotations
 
 import gradio as gr
@@ -24,10 +25,17 @@ def build_ui(service: EngineService, api_port: int | None = None) -> gr.Blocks:
             status = gr.Markdown(status_markdown(service.status()), elem_id="engine-status")
             restart = gr.Button("Restart engine", size="sm", scale=0, elem_id="restart-engine")
         if api_port:
-            gr.Markdown(f"Course evaluator API: `GET /` and `POST /predict` on port **{api_port}**.")
+            gr.Markdown(
+                f"Course evaluator API: `GET /` and `POST /predict` on port **{api_port}**."
+            )
         timer = gr.Timer(1.0)
-        timer.tick(lambda: status_markdown(service.status(), service.restarts), None, status,
-                   api_visibility="private", queue=False)
+        timer.tick(
+            lambda: status_markdown(service.status(), service.restarts),
+            None,
+            status,
+            api_visibility="private",
+            queue=False,
+        )
 
         def restart_engine():
             service.restart()

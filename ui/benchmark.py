@@ -3,6 +3,7 @@
 One benchmark at a time (a second click is told so); chat keeps working meanwhile. Cancel
 aborts every request of the run inside the engine.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -13,14 +14,28 @@ from pathlib import Path
 import gradio as gr
 
 from bench import WORKLOADS, BenchmarkError, BenchmarkResult, BenchmarkSpec, run_benchmark
-from bench.report import (comparison_figure, rouge_figure, samples_csv, summary_markdown,
-                          throughput_figure, to_json)
+from bench.report import (
+    comparison_figure,
+    rouge_figure,
+    samples_csv,
+    summary_markdown,
+    throughput_figure,
+    to_json,
+)
 from engine import EngineService
 from eval_data import DataError, FormatError, load_course_file, official_question_set
 
 MAX_UPLOAD_BYTES = 4 * 2**20
-TABLE_COLUMNS = ["#", "question", "reference", "prediction", "ROUGE-L", "tokens", "TTFT s",
-                 "latency s"]
+TABLE_COLUMNS = [
+    "#",
+    "question",
+    "reference",
+    "prediction",
+    "ROUGE-L",
+    "tokens",
+    "TTFT s",
+    "latency s",
+]
 REFRESH_SECONDS = 0.5
 
 
@@ -40,7 +55,9 @@ class BenchmarkSession:
             if path.suffix.lower() != ".txt":
                 raise FormatError("upload a .txt file in the course format")
             if path.stat().st_size > MAX_UPLOAD_BYTES:
-                raise FormatError(f"the uploaded file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+                raise FormatError(
+                    f"the uploaded file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB"
+                )
             return load_course_file(path)
         return load_course_file(official_question_set())
 
@@ -57,16 +74,27 @@ def table_rows(samples) -> list[list]:
     """Per-question rows for the details table, in question order."""
     rows = []
     for s in sorted(samples, key=lambda s: s.index):
-        rows.append([s.index + 1, s.question, s.reference, s.prediction,
-                     None if s.rouge_l is None else round(s.rouge_l, 4), s.output_tokens,
-                     None if s.ttft_s is None else round(s.ttft_s, 3), round(s.latency_s, 3)])
+        rows.append(
+            [
+                s.index + 1,
+                s.question,
+                s.reference,
+                s.prediction,
+                None if s.rouge_l is None else round(s.rouge_l, 4),
+                s.output_tokens,
+                None if s.ttft_s is None else round(s.ttft_s, 3),
+                round(s.latency_s, 3),
+            ]
+        )
     return rows
 
 
 def progress_markdown(event) -> str:
     rouge = "" if event.rouge_l_mean is None else f" · ROUGE-L {event.rouge_l_mean:.4f}"
-    return (f"⏱️ **{event.completed} / {event.total}** finished · {event.output_tokens:,} tokens · "
-            f"{event.elapsed_s:.1f} s · **{event.tokens_per_second:,.0f} tok/s**{rouge}")
+    return (
+        f"⏱️ **{event.completed} / {event.total}** finished · {event.output_tokens:,} tokens · "
+        f"{event.elapsed_s:.1f} s · **{event.tokens_per_second:,.0f} tok/s**{rouge}"
+    )
 
 
 def make_run(session: BenchmarkSession):
@@ -78,8 +106,11 @@ def make_run(session: BenchmarkSession):
             raise gr.Error(f"The engine is not ready yet ({status.phase}: {status.message}).")
         try:
             pairs = session.load_pairs(upload)
-            spec = BenchmarkSpec(str(workload), _whole(limit, "number of questions"),
-                                 _whole(max_new_tokens, "max new tokens"))
+            spec = BenchmarkSpec(
+                str(workload),
+                _whole(limit, "number of questions"),
+                _whole(max_new_tokens, "max new tokens"),
+            )
             spec.validate(len(pairs))
         except (BenchmarkError, DataError, FormatError, ValueError) as err:
             raise gr.Error(str(err)) from None
@@ -87,24 +118,54 @@ def make_run(session: BenchmarkSession):
             raise gr.Error("A benchmark is already running; wait for it or cancel it.")
         try:
             shown, points = 0.0, []
-            yield "⏳ submitting the batch…", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield (
+                "⏳ submitting the batch…",
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+            )
             async for event in session.service.relay(lambda e: run_benchmark(e, pairs, spec)):
                 if isinstance(event, BenchmarkResult):
                     break
-                points.append({"elapsed_s": event.elapsed_s, "output_tokens": event.output_tokens,
-                               "tokens_per_second": event.tokens_per_second})
+                points.append(
+                    {
+                        "elapsed_s": event.elapsed_s,
+                        "output_tokens": event.output_tokens,
+                        "tokens_per_second": event.tokens_per_second,
+                    }
+                )
                 if time.monotonic() - shown >= REFRESH_SECONDS:
                     shown = time.monotonic()
-                    yield (progress_markdown(event), throughput_figure(points),
-                           rouge_figure(event.samples), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                    yield (
+                        progress_markdown(event),
+                        throughput_figure(points),
+                        rouge_figure(event.samples),
+                        gr.skip(),
+                        gr.skip(),
+                        gr.skip(),
+                        gr.skip(),
+                    )
             result = event.to_dict()
-            session.runs.append({k: result[k] for k in ("workload", "n", "tokens_per_second",
-                                                        "rouge_l_mean", "wall_seconds")})
+            session.runs.append(
+                {
+                    k: result[k]
+                    for k in ("workload", "n", "tokens_per_second", "rouge_l_mean", "wall_seconds")
+                }
+            )
             files = session.save(result)
-            yield (f"✅ done: **{result['tokens_per_second']:,.1f} output tokens/s** over "
-                   f"{result['n']} questions", throughput_figure(result["timeline"]),
-                   rouge_figure(result["samples"]), summary_markdown(result),
-                   table_rows(event.samples), files, comparison_figure(session.runs))
+            yield (
+                f"✅ done: **{result['tokens_per_second']:,.1f} output tokens/s** over "
+                f"{result['n']} questions",
+                throughput_figure(result["timeline"]),
+                rouge_figure(result["samples"]),
+                summary_markdown(result),
+                table_rows(event.samples),
+                files,
+                comparison_figure(session.runs),
+            )
         finally:
             session.lock.release()
 
@@ -124,15 +185,20 @@ def _whole(value, name: str) -> int:
 def build_benchmark_tab(service: EngineService) -> None:
     """Lay out the Benchmark tab inside the current Blocks context."""
     session = BenchmarkSession(service)
-    gr.Markdown("The course evaluation: every question sent to the engine **at once**, greedy "
-                "decoding. `answer` scores ROUGE-L against the reference; `replay` forces each "
-                "reply to its reference's token length; `full` forces 256 tokens each.")
+    gr.Markdown(
+        "The course evaluation: every question sent to the engine **at once**, greedy "
+        "decoding. `answer` scores ROUGE-L against the reference; `replay` forces each "
+        "reply to its reference's token length; `full` forces 256 tokens each."
+    )
     with gr.Row():
         workload = gr.Dropdown(list(WORKLOADS), value="answer", label="Workload")
         limit = gr.Slider(1, 358, 358, step=1, label="Questions")
         max_new = gr.Slider(16, 1024, 256, step=16, label="Max new tokens")
-        upload = gr.File(label="Own question file (optional, course format .txt)",
-                         file_types=[".txt"], type="filepath")
+        upload = gr.File(
+            label="Own question file (optional, course format .txt)",
+            file_types=[".txt"],
+            type="filepath",
+        )
     with gr.Row():
         run_btn = gr.Button("Run benchmark", variant="primary", elem_id="run-benchmark")
         cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-benchmark")
@@ -141,13 +207,22 @@ def build_benchmark_tab(service: EngineService) -> None:
         tps_plot = gr.Plot(label="Output tokens/s", elem_id="tps-plot")
         rouge_plot = gr.Plot(label="ROUGE-L", elem_id="rouge-plot")
     summary = gr.Markdown(elem_id="bench-summary")
-    table = gr.Dataframe(headers=TABLE_COLUMNS, label="Per question", wrap=True,
-                         max_height=420, interactive=False)
-    files = gr.File(label="Download results (JSON, CSV)", file_count="multiple",
-                    interactive=False)
+    table = gr.Dataframe(
+        headers=TABLE_COLUMNS, label="Per question", wrap=True, max_height=420, interactive=False
+    )
+    files = gr.File(label="Download results (JSON, CSV)", file_count="multiple", interactive=False)
     compare = gr.Plot(label="Earlier runs")
-    event = run_btn.click(make_run(session), [workload, limit, max_new, upload],
-                          [progress, tps_plot, rouge_plot, summary, table, files, compare],
-                          api_name="run_benchmark", concurrency_limit=None)
-    cancel_btn.click(lambda: "🛑 cancelled: the run's requests were aborted in the engine.",
-                     None, progress, cancels=[event], api_name="cancel_benchmark")
+    event = run_btn.click(
+        make_run(session),
+        [workload, limit, max_new, upload],
+        [progress, tps_plot, rouge_plot, summary, table, files, compare],
+        api_name="run_benchmark",
+        concurrency_limit=None,
+    )
+    cancel_btn.click(
+        lambda: "🛑 cancelled: the run's requests were aborted in the engine.",
+        None,
+        progress,
+        cancels=[event],
+        api_name="cancel_benchmark",
+    )

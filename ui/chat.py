@@ -3,13 +3,22 @@
 Every user's request goes straight into the engine's batch (no queue in front of it); Stop
 cancels the handler, which aborts the request inside vLLM.
 """
+
 from __future__ import annotations
 
 import gradio as gr
 
-from engine import (DEFAULT_SYSTEM_PROMPT, EngineBusy, EngineService, EngineUnavailable,
-                    GenerationParams, RequestError, build_messages, sampling_defaults,
-                    split_thinking)
+from engine import (
+    DEFAULT_SYSTEM_PROMPT,
+    EngineBusy,
+    EngineService,
+    EngineUnavailable,
+    GenerationParams,
+    RequestError,
+    build_messages,
+    sampling_defaults,
+    split_thinking,
+)
 
 THINKING_TITLE = "💭 Thinking"
 MAX_MESSAGE_CHARS = 100_000
@@ -43,9 +52,13 @@ def reply_messages(text: str, stats: str | None = None) -> list[dict]:
     reasoning, answer, finished = split_thinking(text)
     messages = []
     if reasoning or not finished:
-        messages.append({"role": "assistant", "content": reasoning,
-                         "metadata": {"title": THINKING_TITLE,
-                                      "status": "done" if finished else "pending"}})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": reasoning,
+                "metadata": {"title": THINKING_TITLE, "status": "done" if finished else "pending"},
+            }
+        )
     if answer or finished:
         messages.append({"role": "assistant", "content": answer})
     if stats:
@@ -55,8 +68,11 @@ def reply_messages(text: str, stats: str | None = None) -> list[dict]:
 
 def reply_stats(output_tokens: int, ttft_s: float | None, elapsed_s: float) -> str:
     """'N tokens · TTFT x s · y tok/s' for under a reply (decode rate after the first token)."""
-    rate = ((output_tokens - 1) / (elapsed_s - ttft_s)
-            if ttft_s is not None and output_tokens > 1 and elapsed_s > ttft_s else 0.0)
+    rate = (
+        (output_tokens - 1) / (elapsed_s - ttft_s)
+        if ttft_s is not None and output_tokens > 1 and elapsed_s > ttft_s
+        else 0.0
+    )
     ttft = "n/a" if ttft_s is None else f"{ttft_s:.2f} s"
     return f"📊 {output_tokens} tokens · TTFT {ttft} · {rate:.1f} tok/s"
 
@@ -64,19 +80,29 @@ def reply_stats(output_tokens: int, ttft_s: float | None, elapsed_s: float) -> s
 def make_respond(service: EngineService):
     """The chat handler bound to the shared engine service."""
 
-    async def respond(message: str, history: list[dict], system_prompt: str, thinking: bool,
-                      temperature: float, top_p: float, top_k: int, max_new_tokens: int):
+    async def respond(
+        message: str,
+        history: list[dict],
+        system_prompt: str,
+        thinking: bool,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        max_new_tokens: int,
+    ):
         if not isinstance(message, str) or not message.strip():
             raise gr.Error("Type a message first.")
         if len(message) > MAX_MESSAGE_CHARS:
-            raise gr.Error(f"The message has {len(message):,} characters; the limit is "
-                           f"{MAX_MESSAGE_CHARS:,}.")
+            raise gr.Error(
+                f"The message has {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
+            )
         status = service.status()
         if not status.ready:
             raise gr.Error(f"The engine is not ready yet ({status.phase}: {status.message}).")
         try:
-            params = GenerationParams(int(max_new_tokens), float(temperature), float(top_p),
-                                      int(top_k))
+            params = GenerationParams(
+                int(max_new_tokens), float(temperature), float(top_p), int(top_k)
+            )
             params.validate()
         except (TypeError, ValueError) as err:
             raise gr.Error(f"Bad sampling settings: {err}") from None
@@ -115,8 +141,16 @@ def build_chat_tab(service: EngineService) -> None:
     gr.ChatInterface(
         make_respond(service),
         chatbot=gr.Chatbot(height=520, label="Qwen3", buttons=["copy"], elem_id="chatbot"),
-        textbox=gr.Textbox(placeholder="Ask about GPUs, CUDA, anything…", elem_id="chat-input",
-                           submit_btn=True, stop_btn=True, max_length=MAX_MESSAGE_CHARS),
+        textbox=gr.Textbox(
+            placeholder="Ask about GPUs, CUDA, anything…",
+            elem_id="chat-input",
+            submit_btn=True,
+            stop_btn=True,
+            max_length=MAX_MESSAGE_CHARS,
+        ),
         additional_inputs=[system_prompt, thinking, temperature, top_p, top_k, max_new],
-        editable=True, concurrency_limit=None, api_name="chat", fill_height=False,
+        editable=True,
+        concurrency_limit=None,
+        api_name="chat",
+        fill_height=False,
     )

@@ -1,10 +1,17 @@
 """The status line: what the engine is doing, with model, device, vLLM version and profile."""
+
 from __future__ import annotations
 
 from engine import EngineStatus
 
-ICONS = {"idle": "⏸️", "loading": "⏳", "warming": "🔥", "ready": "🟢", "failed": "🔴",
-         "stopped": "⏹️"}
+ICONS = {
+    "idle": "⏸️",
+    "loading": "⏳",
+    "warming": "🔥",
+    "ready": "🟢",
+    "failed": "🔴",
+    "stopped": "⏹️",
+}
 
 
 def status_markdown(status: EngineStatus, restarts: int = 0) -> str:
@@ -19,8 +26,10 @@ def status_markdown(status: EngineStatus, restarts: int = 0) -> str:
         model = info.get("model", "?")
         if info.get("random_weights"):
             model += " (random weights: replies are gibberish; throughput is real)"
-        head += (f"  \nmodel **{model}** · device **{info.get('device', '?')}** · "
-                 f"vLLM {info.get('vllm', '?')} · profile `{info.get('profile', '?')}`")
+        head += (
+            f"  \nmodel **{model}** · device **{info.get('device', '?')}** · "
+            f"vLLM {info.get('vllm', '?')} · profile `{info.get('profile', '?')}`"
+        )
         if status.startup_seconds is not None:
             head += f" · start-up {status.startup_seconds:.0f} s"
     if restarts:
