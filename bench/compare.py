@@ -14,7 +14,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 # name -> extra `python -m bench` flags
@@ -33,98 +32,56 @@ VARIANTS = {
 }
 
 
-def run_variant(name: str, flags: list[str], args, out: Path) -> list[dict]:
-    """Run one variant in a fresh process; return its per-workload results."""
-    target = out / f"{name}.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench",
-        "--workload",
-        args.workloads,
-        "--runs",
-        str(args.runs),
-        "--model",
-        args.model,
-        "--limit",
-        str(args.limit),
-        "--out",
-        str(target),
-        *flags,
-        *args.extra,
-    ]
-    started = time.perf_counter()
-    with open(out / f"{name}.log", "w") as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-    workloads = args.workloads.split(",")
-    files = [target.with_suffix(f".{w}.json") if len(workloads) > 1 else target for w in workloads]
-    rows = []
-    for workload, path in zip(workloads, files, strict=True):
-        if code != 0 or not path.exists():
-            rows.append(
-                {"variant": name, "workload": workload, "error": f"exit {code}, see {name}.log"}
-            )
-            continue
-        r = json.loads(path.read_text())
-        rows.append(
-            {
-                "variant": name,
-                "workload": workload,
-                "runs": r["runs_tokens_per_second"],
-                "median": r["median_tokens_per_second"],
-                "startup_s": r["startup_seconds"],
-                "output_tokens": r["output_tokens"],
-                "vllm": r["engine"].get("vllm"),
-                "device": r["engine"].get("device"),
-                "process_s": round(time.perf_counter() - started),
-            }
+def _run(module: str, workloads: str, args, target: Path, log: Path, flags: list[str]) -> int:
+    """Run `python -m module` with the flags every comparison shares; output goes to `log`."""
+    common = ["--workload", workloads, "--runs", str(args.runs), "--model", args.model]
+    common += ["--limit", str(args.limit), "--out", str(target)]
+    with open(log, "w") as out:
+        cmd = [sys.executable, "-m", module, *common, *flags, *args.extra]
+        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+
+
+def _row(variant: str, workload: str, code: int, path: Path) -> dict:
+    """One table row from a result file, or the error that left none."""
+    if code != 0 or not path.exists():
+        return {"variant": variant, "workload": workload, "error": f"exit {code}, see its log"}
+    r = json.loads(path.read_text())
+    if "runs" in r:  # bench.bare
+        figures, startup = (
+            [x["tokens_per_second"] for x in r["runs"]],
+            r["startup_seconds_incl_warmup"],
         )
-    return rows
+    else:
+        figures, startup = r["runs_tokens_per_second"], r["startup_seconds"]
+    return {
+        "variant": variant,
+        "workload": workload,
+        "runs": figures,
+        "median": r["median_tokens_per_second"],
+        "startup_s": round(startup, 1),
+    }
+
+
+def run_variant(name: str, flags: list[str], args, out: Path) -> list[dict]:
+    """Run one variant in a fresh process (all workloads on one engine start)."""
+    target = out / f"{name}.json"
+    code = _run("bench", args.workloads, args, target, out / f"{name}.log", flags)
+    workloads = args.workloads.split(",")
+    return [
+        _row(name, w, code, target.with_suffix(f".{w}.json") if len(workloads) > 1 else target)
+        for w in workloads
+    ]
 
 
 def run_bare(args, out: Path) -> list[dict]:
+    """vLLM's offline LLM.generate with the h100 settings, one process per workload."""
     rows = []
     for workload in args.workloads.split(","):
         path = out / f"bare-{workload}.json"
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.bare",
-            "--workload",
-            workload,
-            "--runs",
-            str(args.runs),
-            "--model",
-            args.model,
-            "--limit",
-            str(args.limit),
-            "--profile",
-            "h100",
-            "--out",
-            str(path),
-            *args.extra,
-        ]
-        with open(out / f"bare-{workload}.log", "w") as log:
-            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-        if code or not path.exists():
-            rows.append(
-                {
-                    "variant": "bare LLM.generate (h100)",
-                    "workload": workload,
-                    "error": f"exit {code}",
-                }
-            )
-            continue
-        r = json.loads(path.read_text())
-        rows.append(
-            {
-                "variant": "bare LLM.generate (h100)",
-                "workload": workload,
-                "runs": [x["tokens_per_second"] for x in r["runs"]],
-                "median": r["median_tokens_per_second"],
-                "startup_s": round(r["startup_seconds_incl_warmup"], 1),
-            }
+        code = _run(
+            "bench.bare", workload, args, path, out / f"bare-{workload}.log", ["--profile", "h100"]
         )
+        rows.append(_row("bare LLM.generate (h100)", workload, code, path))
     return rows
 
 
