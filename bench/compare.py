@@ -29,6 +29,14 @@ VARIANTS = {
     "h100-block64": ["--profile", "h100", "--block-size", "64"],
     "h100-nostats": ["--profile", "h100", "--disable-log-stats", "true"],
     "h100-seqs358": ["--profile", "h100", "--max-num-seqs", "358"],
+    "h100-fewgraphs": [
+        "--profile",
+        "h100",
+        "--max-num-seqs",
+        "360",
+        "--cudagraph-capture-sizes",
+        "1,2,4,8,16,32,64,96,128,192,256,320,360",
+    ],
 }
 
 
