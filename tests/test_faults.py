@@ -1,0 +1,401 @@
+"""Faults: bad input, a cancelled benchmark, a killed engine, shutdown, --share offline.
+
+Destructive checks run on private app instances (never the session's shared one), started
+with a small warm-up batch so that each engine start stays near a minute on a 2-core machine:
+
+- `guarded` (--share --max-batch 8 --api-token secret): the --share warning and the local UI
+  without a tunnel; bad HTTP, chat and benchmark input, each followed by a request that
+  succeeds; two benchmarks at once; a benchmark cancelled halfway.
+- `restartable`: the vLLM engine-core process is SIGKILLed and the app brings a new engine up
+  by itself in the same web server process; then SIGTERM shuts the app down with code 0 and
+  no child process left.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+from tests.conftest import get_json, launch_app, post, stop_app, wait_ready
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_BATCH = 8
+SHARE_WARNING = "WARNING: --share without --auth"
+
+
+def chat_args(message: str, temperature: float = 0.6, max_new_tokens: int = 8) -> tuple:
+    """/chat inputs: message, system prompt, thinking, temperature, top_p, top_k, max tokens."""
+    return (message, "You are a helpful assistant.", True, temperature, 0.95, 20, max_new_tokens)
+
+
+def assistant_text(output) -> str:
+    return "".join(
+        m.get("content") or ""
+        for m in output
+        if isinstance(m, dict)
+        and m.get("role") == "assistant"
+        and isinstance(m.get("content"), str)
+    ).strip()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def engine_core(pid: int) -> psutil.Process | None:
+    """vLLM's engine-core process among the app's descendants (process title VLLM::EngineCore)."""
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "EngineCore" in child.name() or "EngineCore" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def private_app(tmp_path_factory, name: str, *flags: str, env: dict | None = None):
+    app = launch_app(
+        tmp_path_factory.mktemp(name),
+        "--warmup-batch",
+        "8",
+        "--predict-max-tokens",
+        "8",
+        *flags,
+        env=env,
+    )
+    try:
+        wait_ready(app, timeout=400)
+        yield app
+    finally:
+        stop_app(app)
+
+
+# ---- one instance for bad input, share, and benchmark runs ---------------------------------
+class TestGuardedInstance:
+    @pytest.fixture(scope="class")
+    def guarded(self, tmp_path_factory, data_dir, tiny_model_dir):
+        yield from private_app(
+            tmp_path_factory,
+            "guarded",
+            "--share",
+            "--max-batch",
+            str(MAX_BATCH),
+            "--api-token",
+            TOKEN,
+        )
+
+    @pytest.fixture(scope="class")
+    def client(self, guarded):
+        from gradio_client import Client
+
+        client = Client(guarded.ui_url, verbose=False)
+        yield client
+        client.close()
+
+    def predict_ok(self, app, prompt="What is a CUDA warp?"):
+        status, body = post(
+            app.api_url + "/predict", json.dumps({"prompt": prompt}).encode(), AUTH, timeout=120
+        )
+        assert status == 200, body
+        answer = body["response"]
+        if isinstance(prompt, list):
+            assert isinstance(answer, list) and len(answer) == len(prompt)
+            assert all(isinstance(a, str) and a for a in answer)
+        else:
+            assert isinstance(answer, str) and answer
+        return answer
+
+    def chat_ok(self, client):
+        final = client.predict(*chat_args("Name one GPU memory type."), api_name="/chat")
+        assert assistant_text(final), final
+
+    def bench_ok(self, client, questions: int = 2) -> tuple:
+        from gradio_client.exceptions import AppError
+
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                result = client.submit(
+                    "replay", questions, 16, None, api_name="/run_benchmark"
+                ).result(timeout=180)
+                break
+            except AppError as err:  # a cancelled run lets go of its lock a moment after
+                if "already running" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        progress, _, _, summary, table, _, _ = result
+        assert f"over {questions} questions" in progress, progress
+        assert f"| questions | {questions} |" in summary, summary
+        assert [row[0] for row in table["data"]] == list(range(1, questions + 1))
+        return result
+
+    def test_share_without_auth_warns_and_serves_locally(self, guarded):
+        log = wait_for(
+            lambda: (
+                (text := guarded.log.read_text(errors="replace")) and "share link" in text and text
+            ),
+            60,
+            "the share attempt in the log",
+        )
+        assert SHARE_WARNING in log
+        assert "Add --auth USER:PASS" in log
+        assert "Could not create share link" in log  # offline: no tunnel
+        assert "Running on public URL" not in log
+        with urllib.request.urlopen(guarded.ui_url, timeout=10) as resp:
+            assert resp.status == 200
+            assert b"<html" in resp.read(4096).lower()
+        assert get_json(guarded.api_url + "/") == {"status": "batch"}
+
+    @pytest.mark.timeout(300)
+    def test_bad_http_input_gets_a_clear_4xx(self, guarded):
+        url = guarded.api_url + "/predict"
+        good = b'{"prompt": "hi"}'
+        cases = [
+            ("no token", good, {}, 401, "bearer token"),
+            ("wrong token", good, {"Authorization": "Bearer nope"}, 401, "bearer token"),
+            ("token without Bearer", good, {"Authorization": TOKEN}, 401, "bearer token"),
+            ("not JSON", b"prompt=hi", AUTH, 422, "must be JSON"),
+            ("broken JSON", b'{"prompt": ', AUTH, 422, "must be JSON"),
+            ("JSON list body", b'["hi"]', AUTH, 422, '"prompt" field'),
+            ("no prompt field", b'{"question": "hi"}', AUTH, 422, '"prompt" field'),
+            ("number prompt", b'{"prompt": 5}', AUTH, 422, "string or a list of strings"),
+            ("object prompt", b'{"prompt": {"q": 1}}', AUTH, 422, "string or a list of strings"),
+            ("non-string item", b'{"prompt": ["a", 2]}', AUTH, 422, "item 1 is int"),
+            ("empty list", b'{"prompt": []}', AUTH, 422, "empty list"),
+            ("blank prompt", b'{"prompt": "  "}', AUTH, 422, "empty"),
+            (
+                "batch over the limit",
+                json.dumps({"prompt": ["q"] * (MAX_BATCH + 1)}).encode(),
+                AUTH,
+                413,
+                f"limit of {MAX_BATCH}",
+            ),
+            (
+                "prompt over max_model_len",
+                json.dumps({"prompt": "word " * 5000}).encode(),
+                AUTH,
+                422,
+                "max_model_len",
+            ),
+        ]
+        for name, body, headers, want_status, want_text in cases:
+            status, answer = post(url, body, headers, timeout=60)
+            assert status == want_status, f"{name}: got {status} {answer!r}"
+            assert isinstance(answer, dict) and isinstance(answer.get("error"), str), (
+                f"{name}: not a JSON error: {answer!r}"
+            )
+            assert want_text in answer["error"], f"{name}: unclear message {answer['error']!r}"
+            self.predict_ok(guarded)  # the server keeps serving
+        self.predict_ok(guarded, [f"question {i}" for i in range(MAX_BATCH)])  # at the limit
+        assert guarded.wait_idle()["unfinished"] == 0
+
+    @pytest.mark.timeout(300)
+    def test_bad_chat_input_raises_a_clear_error(self, guarded, client):
+        from gradio_client.exceptions import AppError
+
+        cases = [
+            ("empty message", chat_args(""), r"Type a message first"),
+            ("blank message", chat_args("   \n "), r"Type a message first"),
+            (
+                "message beyond max_model_len",
+                chat_args("word " * 5000),
+                r"the prompt has \d+ tokens; this engine takes at most 1023 \(max_model_len 1024",
+            ),
+            ("temperature 5.0", chat_args("hi", temperature=5.0), r"5\.0.*maximum value 2"),
+            ("negative temperature", chat_args("hi", temperature=-1.0), r"-1.*minimum value 0"),
+        ]
+        for name, args, pattern in cases:
+            with pytest.raises(AppError) as raised:
+                client.predict(*args, api_name="/chat")
+            message = str(raised.value)
+            assert re.search(pattern, message), f"{name}: unclear message {message!r}"
+            self.chat_ok(client)
+        assert guarded.wait_idle()["unfinished"] == 0
+
+    @pytest.mark.timeout(300)
+    def test_bad_benchmark_input_raises_a_clear_error(self, guarded, client, tmp_path):
+        from gradio_client import handle_file
+        from gradio_client.exceptions import AppError
+
+        malformed = tmp_path / "questions.txt"
+        malformed.write_text("1. What is CUDA?\nA parallel computing platform.\n", encoding="utf-8")
+        empty = tmp_path / "empty.txt"
+        empty.write_bytes(b"")
+        cases = [
+            ("0 questions", ("replay", 0, 16, None), r"\b0\b.*minimum value 1|within 1\.\.358"),
+            ("400 questions", ("replay", 400, 16, None), r"400.*maximum value 358|within 1\.\.358"),
+            (
+                "malformed file",
+                ("replay", 2, 16, handle_file(str(malformed))),
+                r"no question found",
+            ),
+            ("empty file", ("replay", 2, 16, handle_file(str(empty))), r"no question found|empty"),
+        ]
+        for name, args, pattern in cases:
+            with pytest.raises(AppError) as raised:
+                client.submit(*args, api_name="/run_benchmark").result(timeout=60)
+            message = str(raised.value)
+            assert re.search(pattern, message), f"{name}: unclear message {message!r}"
+            self.bench_ok(client)
+        assert guarded.wait_idle()["unfinished"] == 0
+
+    @pytest.mark.timeout(300)
+    def test_benchmark_cancelled_halfway_leaves_the_engine_clean(self, guarded, client):
+        from gradio_client import Client
+        from gradio_client.exceptions import AppError
+        from gradio_client.utils import Status
+
+        assert guarded.wait_idle()["unfinished"] == 0
+        job = client.submit("full", 358, 256, None, api_name="/run_benchmark")
+        other = Client(guarded.ui_url, verbose=False)
+        try:
+            stats = wait_for(
+                lambda: (s := guarded.stats())["running"] > 0 and s,
+                60,
+                "the benchmark's requests running in the engine",
+                0.05,
+            )
+            assert not job.done(), "358 forced 256-token answers cannot be done already"
+            # A second run meanwhile, from another visitor, is told so.
+            with pytest.raises(AppError, match="already running"):
+                other.submit("replay", 4, 16, None, api_name="/run_benchmark").result(timeout=60)
+            job.cancel()
+            cancelled = time.monotonic()
+            idle = guarded.wait_idle(timeout=30)
+            assert idle["unfinished"] == 0, f"cancelled requests left in the engine: {idle}"
+            freed = time.monotonic() - cancelled
+            wait_for(job.done, 30, "the cancelled job to end")
+            assert job.status().code == Status.CANCELLED
+            assert idle["generated_tokens"] - stats["generated_tokens"] < 358 * 256 // 2, (
+                "the run went on long after the cancel"
+            )
+            # The lock is free again: a fresh run of 4 completes cleanly.
+            self.bench_ok(other, questions=4)
+        finally:
+            other.close()
+        assert guarded.wait_idle()["unfinished"] == 0
+        print(f"\ncancelled benchmark: engine idle {freed:.2f} s after the cancel")
+
+    @pytest.mark.xfail(
+        strict=False,
+        reason=(
+            "ui/benchmark.py: the public /cancel_benchmark endpoint only returns its message; the "
+            "real cancel (`cancels=[event]`) is a private event that the browser fires, so an API "
+            "caller is told 'cancelled' while the run goes on (job.cancel() does stop it)"
+        ),
+    )
+    @pytest.mark.timeout(180)
+    def test_cancel_benchmark_endpoint_stops_the_callers_run(self, guarded, client):
+        job = client.submit("full", 358, 256, None, api_name="/run_benchmark")
+        try:
+            wait_for(lambda: guarded.stats()["running"] > 0, 60, "the benchmark running", 0.05)
+            message = client.predict(api_name="/cancel_benchmark")
+            assert "cancelled" in message
+            idle = guarded.wait_idle(timeout=15)
+            assert idle["unfinished"] == 0, f"/cancel_benchmark left the run going: {idle}"
+        finally:
+            job.cancel()
+            assert guarded.wait_idle(timeout=30)["unfinished"] == 0
+            wait_for(job.done, 30, "the cancelled job to end")
+
+
+# ---- one instance that loses its engine, then is shut down --------------------------------
+class TestEngineLifecycle:
+    @pytest.fixture(scope="class")
+    def restartable(self, tmp_path_factory, data_dir, tiny_model_dir):
+        yield from private_app(tmp_path_factory, "restartable", env={"QWEN_DEMO_API_TOKEN": ""})
+
+    @pytest.mark.timeout(600)
+    def test_killed_engine_is_restarted_in_the_same_server(self, restartable):
+        from gradio_client import Client
+        from gradio_client.exceptions import AppError
+
+        app = restartable
+        pid = app.process.pid
+        assert get_json(app.api_url + "/") == {"status": "batch"}
+        restarts = app.stats()["restarts"]
+        core = engine_core(pid)
+        assert core is not None, "no VLLM::EngineCore process under the app"
+        workers = core.children(recursive=True)
+        client = Client(app.ui_url, verbose=False)
+        try:
+            core.send_signal(signal.SIGKILL)
+            core.wait(timeout=10)
+            killed = time.monotonic()
+
+            # Soon reported as down ...
+            down = wait_for(
+                lambda: (r := get_json(app.api_url + "/"))["status"] != "batch" and r,
+                30,
+                "GET / reporting the dead engine",
+            )
+            assert down["status"] in ("failed", "initializing"), down
+            assert app.stats()["phase"] in ("failed", "idle", "loading", "warming")
+            # ... /predict answers 503 with a JSON error, the UI a clear error ...
+            status, body = post(app.api_url + "/predict", b'{"prompt": "hi"}', timeout=30)
+            assert status == 503, (status, body)
+            assert isinstance(body, dict) and "engine" in body.get("error", ""), body
+            with pytest.raises(AppError, match="not ready"):
+                client.predict(*chat_args("hi"), api_name="/chat")
+            # ... the dead engine's workers go too ...
+            _, alive = psutil.wait_procs(workers, timeout=60)
+            assert not alive, f"workers of the killed engine still alive: {alive}"
+
+            # ... and a new engine comes up by itself, in the same web server process.
+            wait_for(
+                lambda: (
+                    get_json(app.api_url + "/")["status"] == "batch"
+                    or app.process.poll() is not None
+                ),
+                400,
+                "the engine back after a restart",
+                0.5,
+            )
+            back = time.monotonic() - killed
+            assert app.process.poll() is None, "the web server process exited"
+            assert app.process.pid == pid
+            stats = app.stats()
+            assert stats["phase"] == "ready" and stats["restarts"] == restarts + 1, stats
+            new_core = engine_core(pid)
+            assert new_core is not None and new_core.pid != core.pid
+            status, body = post(app.api_url + "/predict", b'{"prompt": ["a", "b"]}', timeout=120)
+            assert status == 200 and len(body["response"]) == 2, (status, body)
+            final = client.predict(*chat_args("Hello again"), api_name="/chat")
+            assert assistant_text(final)
+        finally:
+            client.close()
+        assert app.wait_idle()["unfinished"] == 0
+        print(f"\nengine killed: back to ready in {back:.0f} s, same server pid {pid}")
+
+    @pytest.mark.timeout(300)
+    def test_sigterm_exits_0_and_leaves_no_child_process(self, restartable):
+        app = restartable
+        assert app.process.poll() is None
+        children = psutil.Process(app.process.pid).children(recursive=True)
+        assert any("EngineCore" in c.name() for c in children), children
+        started = time.monotonic()
+        app.process.send_signal(signal.SIGTERM)
+        code = app.process.wait(timeout=90)
+        took = time.monotonic() - started
+        assert code == 0, app.log.read_text(errors="replace")[-3000:]
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, f"child processes left after shutdown: {alive}"
+        assert "[app] shutting down" in app.log.read_text(errors="replace")
+        print(f"\nSIGTERM: exit code 0 after {took:.1f} s, {len(children)} child processes gone")

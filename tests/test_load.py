@@ -1,0 +1,305 @@
+"""Load on the shared app: many chat sessions, a benchmark and a /predict batch at once.
+
+Everything goes through the public surfaces a user or the course evaluator touches (Gradio's
+client protocol for the UI, plain HTTP for the course API), on loopback, against the session's
+app (real vLLM on the CPU, tiny-random). Every step is bounded in count and in time.
+
+- 32 chat sessions (one `gradio_client.Client` each) stream 24-token replies while a `replay`
+  benchmark of 16 questions runs and a /predict batch of 16 prompts is in flight. Every chat
+  must finish with assistant text, the benchmark must report all 16 samples, /predict must
+  return 16 answers in request order, and the engine must end with no request left. The
+  client-side time to the first streamed chunk of each chat (p50, p95) is printed and written
+  to artifacts/load-figures.json.
+- A client that walks away from a long chat (job.cancel()) frees its engine slot at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import pytest
+
+from bench.metrics import percentile
+from engine.chat import DEFAULT_SYSTEM_PROMPT, render_prompt
+from tests.conftest import ROOT, post
+
+pytestmark = pytest.mark.slow
+
+CHATS = 32
+CHAT_TOKENS = 24
+BENCH_QUESTIONS = 16
+PREDICT_PROMPTS = 16
+MAX_MODEL_LEN = 1024  # what conftest.launch_app starts the app with
+FIGURES = ROOT / "artifacts" / "load-figures.json"
+
+
+def assistant_text(output) -> str:
+    """The assistant text of a /chat output (a list of messages), the figures box left out."""
+    if not isinstance(output, (list, tuple)):
+        return ""
+    parts = []
+    for message in output:
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        title = (message.get("metadata") or {}).get("title") or ""
+        if title.startswith("📊"):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts).strip()
+
+
+def engine_ttft(output) -> float:
+    """The server's own TTFT figure from a finished chat's '📊 … TTFT x s …' line."""
+    for message in output:
+        title = (message.get("metadata") or {}).get("title") or ""
+        found = re.search(r"TTFT ([0-9.]+) s", title)
+        if found:
+            return float(found.group(1))
+    raise AssertionError(f"no TTFT figure in {output!r}")
+
+
+def chat_args(message: str, max_new_tokens: int) -> tuple:
+    """/chat inputs: message, system prompt, thinking, temperature, top_p, top_k, max tokens."""
+    return (message, DEFAULT_SYSTEM_PROMPT, True, 0.6, 0.95, 20, max_new_tokens)
+
+
+def prompt_with_budget(tokenizer, budget: int) -> str:
+    """A question whose chat prompt leaves exactly `budget` new tokens under max_model_len.
+
+    /predict caps each answer at max_model_len minus the prompt, so answers to these prompts
+    have distinct, known lengths: that makes their order checkable even though the random
+    model's text does not depend on the question.
+    """
+    target = MAX_MODEL_LEN - budget
+
+    def length(n: int) -> int:
+        messages = [
+            {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+            {"role": "user", "content": "Count: " + " go" * n},
+        ]
+        return len(
+            tokenizer.encode(render_prompt(tokenizer, messages, True), add_special_tokens=False)
+        )
+
+    n = target - length(0)
+    for _ in range(8):
+        got = length(n)
+        if got == target:
+            return "Count: " + " go" * n
+        n += target - got
+    raise AssertionError(f"could not build a prompt of {target} tokens")
+
+
+def make_clients(url: str, count: int) -> list:
+    """`count` independent client sessions (own session, event stream, heartbeat).
+
+    The first client fetches the app's config and API description; the others reuse them
+    instead of asking the server 31 more times. `ssl_verify=False` (plain HTTP on loopback:
+    nothing to verify) spares httpx from loading the CA bundle for every request: gradio_client
+    opens a new httpx client per call, and that cost alone, paid on the test's side, would add
+    seconds to the measured time to first chunk on a 2-core machine.
+    """
+    import copy
+
+    from gradio_client import Client
+
+    first = Client(url, verbose=False, ssl_verify=False)
+    config, info = first.config, first._info
+
+    class SessionClient(Client):
+        def _get_config(self) -> dict:
+            return copy.deepcopy(config)
+
+        def _get_api_info(self):
+            return copy.deepcopy(info)
+
+    return [first] + [SessionClient(url, verbose=False, ssl_verify=False) for _ in range(count - 1)]
+
+
+def close_all(clients) -> None:
+    for client in clients:
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+@pytest.mark.timeout(600)
+def test_chats_benchmark_and_predict_at_once(app, tokenizer):
+    assert app.wait_idle()["unfinished"] == 0
+    budgets = [8 + 4 * i for i in range(PREDICT_PROMPTS)]  # 8, 12, ..., 68 new tokens
+    prompts = [prompt_with_budget(tokenizer, b) for b in budgets]
+    clients = make_clients(app.ui_url, CHATS + 1)
+    chat_clients, bench_client = clients[:CHATS], clients[CHATS]
+    stop = threading.Event()
+    try:
+        # 1. The benchmark goes first and must still be running when the rest arrives.
+        t_bench = time.perf_counter()
+        bench_job = bench_client.submit(
+            "replay", BENCH_QUESTIONS, 256, None, api_name="/run_benchmark"
+        )
+        deadline = time.monotonic() + 60
+        while app.stats()["unfinished"] == 0 and not bench_job.done():
+            assert time.monotonic() < deadline, "the benchmark never reached the engine"
+            time.sleep(0.05)
+
+        # 2. Watch the engine's load while everything runs.
+        peak = {"unfinished": 0, "running": 0}
+
+        def watch_stats() -> None:
+            while not stop.is_set():
+                try:
+                    stats = app.stats()
+                except OSError:
+                    continue
+                for key in peak:
+                    peak[key] = max(peak[key], stats[key])
+                stop.wait(0.2)
+
+        watcher = threading.Thread(target=watch_stats, daemon=True)
+        watcher.start()
+
+        # 3. The /predict batch, on a thread of its own.
+        predicted: dict = {}
+
+        def call_predict() -> None:
+            started = time.perf_counter()
+            predicted["status"], predicted["body"] = post(
+                app.api_url + "/predict", json.dumps({"prompt": prompts}).encode(), timeout=300
+            )
+            predicted["seconds"] = time.perf_counter() - started
+
+        predictor = threading.Thread(target=call_predict, daemon=True)
+        predictor.start()
+
+        # 4. 32 chat sessions at once; one thread polls them all for their first chunk.
+        jobs, started = [], []
+        for i, client in enumerate(chat_clients):
+            started.append(time.perf_counter())
+            jobs.append(
+                client.submit(
+                    *chat_args(f"Session {i}: what does a CUDA warp do?", CHAT_TOKENS),
+                    api_name="/chat",
+                )
+            )
+        submitted = time.perf_counter()
+        first: list[float | None] = [None] * CHATS
+        deadline = time.monotonic() + 300
+        while any(f is None for f in first) and time.monotonic() < deadline:
+            now = time.perf_counter()
+            for i, job in enumerate(jobs):
+                if first[i] is None and any(assistant_text(o) for o in job.outputs()):
+                    first[i] = now - started[i]
+                elif first[i] is None and job.done():
+                    first[i] = float("nan")  # finished without a streamed chunk seen: fails below
+            time.sleep(0.005)
+
+        finals = [job.result(timeout=max(1.0, deadline - time.monotonic())) for job in jobs]
+        chats_done = time.perf_counter()
+        bench = bench_job.result(timeout=300)
+        bench_done = time.perf_counter()
+        predictor.join(timeout=300)
+        assert not predictor.is_alive(), "/predict did not answer within 300 s"
+    finally:
+        stop.set()
+        close_all(clients)
+
+    # Every chat streamed and finished with text.
+    missing = [i for i, f in enumerate(first) if f is None or f != f]
+    assert not missing, f"chats without a streamed chunk: {missing}"
+    empty = [i for i, out in enumerate(finals) if not assistant_text(out)]
+    assert not empty, f"chats that ended without assistant text: {empty}"
+    figures_boxes = [
+        out
+        for out in finals
+        if any(((m.get("metadata") or {}).get("title") or "").startswith("📊") for m in out)
+    ]
+    assert len(figures_boxes) == CHATS, "every finished chat shows its figures line"
+
+    # The benchmark ran alongside and reported every sample.
+    assert bench_done > submitted, "the benchmark finished before the chats arrived"
+    progress, _, _, summary, table, files, _ = bench
+    assert f"over {BENCH_QUESTIONS} questions" in progress, progress
+    assert f"| questions | {BENCH_QUESTIONS} |" in summary, summary
+    rows = table["data"]
+    assert [row[0] for row in rows] == list(range(1, BENCH_QUESTIONS + 1))
+    assert all(isinstance(row[5], int) and row[5] > 0 for row in rows), "every sample has tokens"
+    assert len(files) == 2
+
+    # /predict: 16 answers, in the order asked (their lengths follow the budgets).
+    assert predicted["status"] == 200, predicted
+    answers = predicted["body"]["response"]
+    assert isinstance(answers, list) and len(answers) == PREDICT_PROMPTS
+    assert all(isinstance(a, str) and a for a in answers)
+    token_counts = [len(tokenizer.encode(a, add_special_tokens=False)) for a in answers]
+    assert token_counts == sorted(token_counts) and len(set(token_counts)) == PREDICT_PROMPTS, (
+        f"answers out of order: token counts {token_counts} for budgets {budgets}"
+    )
+    for budget, count in zip(budgets, token_counts, strict=True):
+        assert abs(count - budget) <= 2, f"answer of {count} tokens for a budget of {budget}"
+
+    # Nothing is left in the engine.
+    stats = app.wait_idle(timeout=60)
+    assert stats["unfinished"] == 0, stats
+    assert peak["unfinished"] >= CHATS, f"the load never overlapped: peak {peak}"
+
+    ttfts = sorted(first)
+    engine_ttfts = sorted(engine_ttft(out) for out in finals)
+    figures = {
+        "chats": CHATS,
+        "chat_max_new_tokens": CHAT_TOKENS,
+        "benchmark": f"replay x{BENCH_QUESTIONS}",
+        "predict_prompts": PREDICT_PROMPTS,
+        "ttft_client_p50_s": round(percentile(ttfts, 50), 4),
+        "ttft_client_p95_s": round(percentile(ttfts, 95), 4),
+        "ttft_client_max_s": round(ttfts[-1], 4),
+        "ttft_engine_p50_s": round(percentile(engine_ttfts, 50), 4),
+        "ttft_engine_p95_s": round(percentile(engine_ttfts, 95), 4),
+        "chats_wall_s": round(chats_done - submitted, 2),
+        "benchmark_wall_s": round(bench_done - t_bench, 2),
+        "predict_wall_s": round(predicted["seconds"], 2),
+        "peak_unfinished": peak["unfinished"],
+        "peak_running": peak["running"],
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"\nchat TTFT under load (client side, {CHATS} chats): "
+        f"p50 {figures['ttft_client_p50_s']:.3f} s, p95 {figures['ttft_client_p95_s']:.3f} s "
+        f"-> {FIGURES.relative_to(ROOT)}"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_cancelled_chat_frees_its_engine_slot(app):
+    from gradio_client import Client
+
+    assert app.wait_idle()["unfinished"] == 0
+    tokens_before = app.stats()["generated_tokens"]
+    client = Client(app.ui_url, verbose=False)
+    try:
+        job = client.submit(
+            *chat_args("Write a very long essay about GPU memory.", 1024), api_name="/chat"
+        )
+        deadline = time.monotonic() + 60
+        while not any(assistant_text(o) for o in job.outputs()):
+            assert not job.done(), f"the chat ended before streaming: {job.status()}"
+            assert time.monotonic() < deadline, "no streamed chunk within 60 s"
+            time.sleep(0.02)
+        assert app.stats()["unfinished"] == 1, "the long chat is not in the engine"
+        job.cancel()
+        cancelled = time.monotonic()
+        stats = app.wait_idle(timeout=15)
+        freed = time.monotonic() - cancelled
+    finally:
+        client.close()
+    assert stats["unfinished"] == 0, f"the cancelled chat still holds the engine: {stats}"
+    generated = stats["generated_tokens"] - tokens_before
+    assert generated < 1024, f"the request ran to its end ({generated} tokens) instead of stopping"
+    print(f"\ncancelled chat freed its slot {freed:.2f} s after cancel, {generated} tokens made")
