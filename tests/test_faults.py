@@ -5,7 +5,9 @@ with a small warm-up batch so that each engine start stays near a minute on a 2-
 
 - `guarded` (--share --max-batch 8 --api-token secret): the --share warning and the local UI
   without a tunnel; bad HTTP, chat and benchmark input, each followed by a request that
-  succeeds; two benchmarks at once; a benchmark cancelled halfway.
+  succeeds; two benchmarks at once; a benchmark cancelled halfway (job.cancel()). The public
+  /cancel_benchmark endpoint does not stop a run when called through the API: an xfail test
+  records that until ui/benchmark.py makes it work.
 - `restartable`: the vLLM engine-core process is SIGKILLed and the app brings a new engine up
   by itself in the same web server process; then SIGTERM shuts the app down with code 0 and
   no child process left.
