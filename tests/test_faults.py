@@ -5,9 +5,8 @@ with a small warm-up batch so that each engine start stays near a minute on a 2-
 
 - `guarded` (--share --max-batch 8 --api-token secret): the --share warning and the local UI
   without a tunnel; bad HTTP, chat and benchmark input, each followed by a request that
-  succeeds; two benchmarks at once; a benchmark cancelled halfway (job.cancel()). The public
-  /cancel_benchmark endpoint does not stop a run when called through the API: an xfail test
-  records that until ui/benchmark.py makes it work.
+  succeeds; two benchmarks at once; a benchmark cancelled halfway (job.cancel()), and one
+  cancelled through the public /cancel_benchmark endpoint by the visitor who started it.
 - `restartable`: the vLLM engine-core process is SIGKILLed and the app brings a new engine up
   by itself in the same web server process; then SIGTERM shuts the app down with code 0 and
   no child process left.
@@ -295,19 +294,20 @@ class TestGuardedInstance:
         assert guarded.wait_idle()["unfinished"] == 0
         print(f"\ncancelled benchmark: engine idle {freed:.2f} s after the cancel")
 
-    @pytest.mark.xfail(
-        strict=False,
-        reason=(
-            "ui/benchmark.py: the public /cancel_benchmark endpoint only returns its message; the "
-            "real cancel (`cancels=[event]`) is a private event that the browser fires, so an API "
-            "caller is told 'cancelled' while the run goes on (job.cancel() does stop it)"
-        ),
-    )
     @pytest.mark.timeout(180)
     def test_cancel_benchmark_endpoint_stops_the_callers_run(self, guarded, client):
         job = client.submit("full", 358, 256, None, api_name="/run_benchmark")
         try:
             wait_for(lambda: guarded.stats()["running"] > 0, 60, "the benchmark running", 0.05)
+            from gradio_client import Client
+
+            stranger = Client(guarded.ui_url, verbose=False)
+            try:
+                refused = stranger.predict(api_name="/cancel_benchmark")
+            finally:
+                stranger.close()
+            assert "someone else" in refused
+            assert guarded.stats()["unfinished"] > 0  # a stranger cannot stop someone's run
             message = client.predict(api_name="/cancel_benchmark")
             assert "cancelled" in message
             idle = guarded.wait_idle(timeout=15)

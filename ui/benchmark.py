@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from contextlib import aclosing
 from pathlib import Path
 
 import gradio as gr
@@ -37,6 +38,7 @@ TABLE_COLUMNS = [
     "latency s",
 ]
 REFRESH_SECONDS = 0.5
+TIMELINE_KEYS = ("elapsed_s", "output_tokens", "tokens_per_second")
 
 
 class BenchmarkSession:
@@ -45,6 +47,8 @@ class BenchmarkSession:
     def __init__(self, service: EngineService):
         self.service = service
         self.lock = threading.Lock()
+        self.owner: str | None = None  # session of the visitor whose run is going
+        self.stop = threading.Event()
         self.runs: list[dict] = []
         self.results_dir = Path(tempfile.mkdtemp(prefix="qwen3-bench-"))
 
@@ -100,7 +104,9 @@ def progress_markdown(event) -> str:
 def make_run(session: BenchmarkSession):
     """The Run handler: validates, takes the lock, streams figures, saves results."""
 
-    async def run(workload: str, limit: float, max_new_tokens: float, upload: str | None):
+    async def run(
+        workload: str, limit: float, max_new_tokens: float, upload: str | None, request: gr.Request
+    ):
         status = session.service.status()
         if not status.ready:
             raise gr.Error(f"The engine is not ready yet ({status.phase}: {status.message}).")
@@ -116,45 +122,27 @@ def make_run(session: BenchmarkSession):
             raise gr.Error(str(err)) from None
         if not session.lock.acquire(blocking=False):
             raise gr.Error("A benchmark is already running; wait for it or cancel it.")
+        session.owner, shown, points = request.session_hash, 0.0, []
+        session.stop.clear()
         try:
-            shown, points = 0.0, []
-            yield (
-                "⏳ submitting the batch…",
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-            )
-            async for event in session.service.relay(lambda e: run_benchmark(e, pairs, spec)):
-                if isinstance(event, BenchmarkResult):
-                    break
-                points.append(
-                    {
-                        "elapsed_s": event.elapsed_s,
-                        "output_tokens": event.output_tokens,
-                        "tokens_per_second": event.tokens_per_second,
-                    }
-                )
-                if time.monotonic() - shown >= REFRESH_SECONDS:
-                    shown = time.monotonic()
-                    yield (
-                        progress_markdown(event),
-                        throughput_figure(points),
-                        rouge_figure(event.samples),
-                        gr.skip(),
-                        gr.skip(),
-                        gr.skip(),
-                        gr.skip(),
-                    )
+            yield "⏳ submitting the batch…", *[gr.skip()] * 6
+            relay = session.service.relay(lambda e: run_benchmark(e, pairs, spec))
+            async with aclosing(relay) as events:  # leaving early aborts the run's requests
+                async for event in events:
+                    if session.stop.is_set():
+                        yield CANCELLED, *[gr.skip()] * 6
+                        return
+                    if isinstance(event, BenchmarkResult):
+                        break
+                    point = (event.elapsed_s, event.output_tokens, event.tokens_per_second)
+                    points.append(dict(zip(TIMELINE_KEYS, point, strict=True)))
+                    if time.monotonic() - shown >= REFRESH_SECONDS:
+                        shown = time.monotonic()
+                        figures = throughput_figure(points), rouge_figure(event.samples)
+                        yield progress_markdown(event), *figures, *[gr.skip()] * 4
             result = event.to_dict()
-            session.runs.append(
-                {
-                    k: result[k]
-                    for k in ("workload", "n", "tokens_per_second", "rouge_l_mean", "wall_seconds")
-                }
-            )
+            keys = ("workload", "n", "tokens_per_second", "rouge_l_mean", "wall_seconds")
+            session.runs.append({k: result[k] for k in keys})
             files = session.save(result)
             yield (
                 f"✅ done: **{result['tokens_per_second']:,.1f} output tokens/s** over "
@@ -167,9 +155,27 @@ def make_run(session: BenchmarkSession):
                 comparison_figure(session.runs),
             )
         finally:
+            session.owner = None
             session.lock.release()
 
     return run
+
+
+CANCELLED = "🛑 cancelled: the run's requests were aborted in the engine."
+
+
+def make_cancel(session: BenchmarkSession):
+    """The Cancel handler: stops the caller's own run (never another visitor's)."""
+
+    def cancel(request: gr.Request) -> str:
+        if session.owner is None:
+            return "No benchmark is running."
+        if session.owner != request.session_hash:
+            return "The running benchmark was started by someone else; only they can cancel it."
+        session.stop.set()
+        return CANCELLED
+
+    return cancel
 
 
 def _whole(value, name: str) -> int:
@@ -219,10 +225,7 @@ def build_benchmark_tab(service: EngineService) -> None:
         api_name="run_benchmark",
         concurrency_limit=None,
     )
+    # The browser's Cancel also cancels the event outright; API callers rely on the stop flag.
     cancel_btn.click(
-        lambda: "🛑 cancelled: the run's requests were aborted in the engine.",
-        None,
-        progress,
-        cancels=[event],
-        api_name="cancel_benchmark",
+        make_cancel(session), None, progress, cancels=[event], api_name="cancel_benchmark"
     )
