@@ -1,7 +1,7 @@
 # Qwen3 vLLM demo: Gradio UI on 7860, course HTTP API on 8000. Needs an NVIDIA GPU:
 #   docker build -t qwen3-vllm-demo .            # --build-arg DOWNLOAD_MODEL=0: no model baked in
 #   docker run --gpus all -p 7860:7860 -p 8000:8000 qwen3-vllm-demo [app flags, e.g. --auth user:pass]
-# Without the baked-in model, mount one at /models/model or pass --model.
+# Without the baked-in model the app downloads one at start; or mount one and pass --model.
 
 # Keep equal to the vllm== pin in requirements.txt.
 ARG VLLM_VERSION=0.32.0
