@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.runner import WORKLOADS, BenchmarkSpec, build_params
 from engine import add_config_arguments, config_from_args
-from engine.chat import DEFAULT_SYSTEM_PROMPT, render_prompt
+from engine.chat import build_messages, render_prompt
 from engine.models import resolve_model
 from eval_data import load_course_file, official_question_set
 
@@ -46,18 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
 
-    prompts = [
-        encode(
-            render_prompt(
-                tokenizer,
-                [
-                    {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-                    {"role": "user", "content": p.question},
-                ],
-            )
-        )
-        for p in pairs
-    ]
+    prompts = [encode(render_prompt(tokenizer, build_messages([], p.question))) for p in pairs]
     result = offline_runs(config, prompts, build_params(encode, pairs, spec), args.runs)
     figures = [r["tokens_per_second"] for r in result["runs"]]
     report = {

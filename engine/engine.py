@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from engine.chat import DEFAULT_SYSTEM_PROMPT, render_prompt
+from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt
 from engine.config import EngineConfig
 from engine.devices import device_name
 from engine.models import ResolvedModel, resolve_model
@@ -307,8 +307,7 @@ class Engine:
         thinking: bool = True,
     ) -> list[int]:
         """Token ids of one question as a chat prompt, generation prompt open."""
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages.append({"role": "user", "content": question})
+        messages = build_messages([], question, system_prompt)
         return self.encode(render_prompt(self.tokenizer, messages, thinking))
 
     def encode(self, text: str) -> list[int]:
