@@ -1,14 +1,19 @@
-"""The same workload through vLLM's offline `LLM.generate` (no service, no streaming).
+"""The same workloads through vLLM's offline `LLM.generate` (no service, no streaming).
 
-    python -m bench.bare --workload full --runs 3 --model qwen3-0.6b-random --profile h100
+    python -m bench.bare --workload replay,full --runs 3 --model qwen3-0.6b-random \
+        --profile h100 [--in-process] --out bare.json
 
-Prints JSON: per-run output tokens/s and the median; compare with `python -m bench`.
+One engine start for all workloads; with several, writes `bare.<workload>.json` beside
+`--out`. `--in-process` keeps vLLM's engine core in this process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`) instead of its usual separate process. Prints JSON:
+per-run output tokens/s and the median; compare with `python -m bench`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -20,20 +25,31 @@ from engine.models import resolve_model
 from eval_data import load_course_file, official_question_set
 
 
+def _workloads(text: str) -> list[str]:
+    names = [w for w in text.split(",") if w]
+    bad = [w for w in names if w not in WORKLOADS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"workloads must be from {', '.join(WORKLOADS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.bare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workload", choices=WORKLOADS, default="replay")
+    parser.add_argument("--workload", type=_workloads, default=["replay"], help="e.g. replay,full")
     parser.add_argument("--limit", type=int, default=358)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true", help="engine core in this process")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    if args.in_process:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from transformers import AutoTokenizer
 
     from engine.bare import offline_runs
@@ -41,25 +57,31 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.model).path))
     pairs = load_course_file(args.data or official_question_set())[: args.limit]
-    spec = BenchmarkSpec(args.workload, len(pairs), args.max_new_tokens)
 
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
 
     prompts = [encode(render_prompt(tokenizer, build_messages([], p.question))) for p in pairs]
-    result = offline_runs(config, prompts, build_params(encode, pairs, spec), args.runs)
-    figures = [r["tokens_per_second"] for r in result["runs"]]
-    report = {
-        "path": "LLM.generate",
-        "workload": args.workload,
-        "n": len(pairs),
-        "profile": config.profile,
-        **result,
-        "median_tokens_per_second": statistics.median(figures),
+    batches = {
+        w: (prompts, build_params(encode, pairs, BenchmarkSpec(w, len(pairs), args.max_new_tokens)))
+        for w in args.workload
     }
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+    results = offline_runs(config, batches, args.runs)
+    for workload, result in results.items():
+        figures = [r["tokens_per_second"] for r in result["runs"]]
+        report = {
+            "path": "LLM.generate" + (", engine core in-process" if args.in_process else ""),
+            "workload": workload,
+            "n": len(pairs),
+            "profile": config.profile,
+            "settings": config.summary(),
+            **result,
+            "median_tokens_per_second": statistics.median(figures),
+        }
+        print(json.dumps(report, indent=2))
+        if args.out:
+            out = args.out if len(results) == 1 else args.out.with_suffix(f".{workload}.json")
+            out.write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -16,11 +16,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+ALL_SIZES = ",".join(map(str, [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]))
+
 # name -> extra `python -m bench` flags
 VARIANTS = {
     "vllm-defaults": ["--profile", "vllm-defaults"],
     "rtx5090": ["--profile", "rtx5090"],
     "h100": ["--profile", "h100"],
+    "h100-second": ["--profile", "h100"],  # run after h100: a start with a warm compile cache
+    "h100-prefix": ["--profile", "h100", "--enable-prefix-caching", "true"],
+    "h100-eager": ["--profile", "h100", "--compile-backend", "eager"],
+    "h100-allgraphs": ["--profile", "h100", "--cudagraph-capture-sizes", ALL_SIZES],
     "h100-piecewise": ["--profile", "h100", "--cudagraph-mode", "PIECEWISE"],
     "h100-bf16kv": ["--profile", "h100", "--kv-cache-dtype", "auto"],
     "h100-triton": ["--profile", "h100", "--attention-backend", "TRITON_ATTN"],
@@ -29,14 +35,6 @@ VARIANTS = {
     "h100-block64": ["--profile", "h100", "--block-size", "64"],
     "h100-nostats": ["--profile", "h100", "--disable-log-stats", "true"],
     "h100-seqs358": ["--profile", "h100", "--max-num-seqs", "358"],
-    "h100-fewgraphs": [
-        "--profile",
-        "h100",
-        "--max-num-seqs",
-        "360",
-        "--cudagraph-capture-sizes",
-        "1,2,4,8,16,32,64,96,128,192,256,320,360",
-    ],
 }
 
 
@@ -82,14 +80,26 @@ def run_variant(name: str, flags: list[str], args, out: Path) -> list[dict]:
 
 
 def run_bare(args, out: Path) -> list[dict]:
-    """vLLM's offline LLM.generate with the h100 settings, one process per workload."""
+    """vLLM's offline LLM.generate with the h100 settings: engine core in its own process
+    (vLLM's default), then in this one; all workloads on one engine start each."""
     rows = []
-    for workload in args.workloads.split(","):
-        path = out / f"bare-{workload}.json"
+    workloads = args.workloads.split(",")
+    for label, tag, flags in (
+        ("bare LLM.generate (h100)", "bare", []),
+        ("bare LLM.generate, in-process core (h100)", "bare-inproc", ["--in-process"]),
+    ):
+        target = out / f"{tag}.json"
         code = _run(
-            "bench.bare", workload, args, path, out / f"bare-{workload}.log", ["--profile", "h100"]
+            "bench.bare",
+            args.workloads,
+            args,
+            target,
+            out / f"{tag}.log",
+            ["--profile", "h100", *flags],
         )
-        rows.append(_row("bare LLM.generate (h100)", workload, code, path))
+        for w in workloads:
+            path = target.with_suffix(f".{w}.json") if len(workloads) > 1 else target
+            rows.append(_row(label, w, code, path))
     return rows
 
 

@@ -14,6 +14,11 @@ def test_profiles_differ_where_they_should():
     assert orig.quantization == "fp8" and BENCH_BATCH in orig.cudagraph_capture_sizes
     assert orig.engine_kwargs()["compilation_config"] == {"cudagraph_mode": "FULL_AND_PIECEWISE"}
     assert set(PROFILES) == {"cpu", "h100", "rtx5090", "vllm-defaults"}
+    # h100: no prefix caching, and a CUDA graph that covers the whole batch of 358
+    assert h100.engine_kwargs()["enable_prefix_caching"] is False
+    sizes = h100.engine_kwargs()["cudagraph_capture_sizes"]
+    assert min(s for s in sizes if s >= BENCH_BATCH) - BENCH_BATCH <= 2
+    assert max(sizes) == h100.max_num_seqs and sizes == sorted(sizes)
 
 
 def test_auto_picks_cpu_without_a_gpu():
@@ -61,9 +66,12 @@ def test_command_line_flags_reach_the_config():
             "false",
             "--cudagraph-capture-sizes",
             "1,2,358",
+            "--compile-backend",
+            "eager",
         ]
     )
     cfg = config_from_args(args)
+    assert cfg.engine_kwargs()["compilation_config"] == {"backend": "eager"}
     assert (cfg.profile, cfg.max_num_seqs, cfg.async_scheduling) == ("h100", 384, False)
     assert cfg.cudagraph_capture_sizes == (1, 2, 358)
     with pytest.raises(SystemExit):

@@ -1,0 +1,246 @@
+"""Where a batch's time goes: GPU kernels against host Python, one engine, in this process.
+
+    python -m bench.profile --profile h100 --model qwen3-0.6b-random --workload full --out prof/
+
+Runs vLLM's offline `LLM.generate` with the engine core in this process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`, so torch.profiler sees its kernels), warms up with the
+batch once, then runs it again while torch.profiler records the CUDA kernels and a sampler
+thread records every thread's Python stack. Writes `profile.json` (wall time, engine steps,
+GPU busy share, top kernels, top Python functions) and `stacks.txt` (collapsed stacks, one
+per line with its sample count, for flame-graph tools). Without a GPU it reports the Python
+side only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench.runner import WORKLOADS, BenchmarkSpec, build_params
+from engine import add_config_arguments, config_from_args
+from engine.chat import build_messages, render_prompt
+from engine.models import resolve_model
+from eval_data import load_course_file, official_question_set
+
+
+class StackSampler:
+    """Samples the Python stacks of all other threads every `interval` seconds."""
+
+    def __init__(self, interval: float = 0.001):
+        self.interval = interval
+        self.stacks: collections.Counter[str] = collections.Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stack-sampler", daemon=True)
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        names = {}
+        while not self._stop.wait(self.interval):
+            if len(names) != threading.active_count():
+                names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                parts = []
+                while frame is not None:
+                    code = frame.f_code
+                    parts.append(f"{code.co_name} ({_short(code.co_filename)}:{frame.f_lineno})")
+                    frame = frame.f_back
+                thread = names.get(ident, str(ident))
+                self.stacks[";".join([thread, *reversed(parts)])] += 1
+            self.samples += 1
+
+    def __enter__(self) -> StackSampler:
+        self._old_switch = sys.getswitchinterval()
+        sys.setswitchinterval(self.interval / 2)  # let the sampler in between bytecodes
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        sys.setswitchinterval(self._old_switch)
+
+    def top_functions(self, thread: str, n: int = 30) -> list[dict]:
+        """Functions by share of samples that had them on the stack (inclusive) or on top."""
+        inclusive: collections.Counter[str] = collections.Counter()
+        own: collections.Counter[str] = collections.Counter()
+        total = 0
+        for stack, count in self.stacks.items():
+            frames = stack.split(";")
+            if frames[0] != thread:
+                continue
+            total += count
+            funcs = {_strip_line(f) for f in frames[1:]}
+            for f in funcs:
+                inclusive[f] += count
+            own[_strip_line(frames[-1])] += count
+        return [
+            {
+                "function": f,
+                "inclusive": round(c / total, 4),
+                "own": round(own[f] / total, 4),
+            }
+            for f, c in inclusive.most_common(n)
+        ]
+
+
+def _short(path: str) -> str:
+    marker = "site-packages/"
+    return path.split(marker, 1)[1] if marker in path else os.path.basename(path)
+
+
+def _strip_line(frame: str) -> str:
+    return frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") else frame
+
+
+def kernel_summary(trace_path: Path, wall_s: float) -> dict:
+    """GPU busy time (union of kernel intervals) and the kernels that take longest."""
+    events = json.loads(trace_path.read_text()).get("traceEvents", [])
+    kernels = [e for e in events if e.get("cat") == "kernel" and "dur" in e]
+    if not kernels:
+        return {"kernels": 0}
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in kernels)
+    busy, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop > end:
+            busy += stop - max(start, end)
+            end = stop
+    per_name: collections.Counter[str] = collections.Counter()
+    count: collections.Counter[str] = collections.Counter()
+    for e in kernels:
+        per_name[e["name"]] += e["dur"]
+        count[e["name"]] += 1
+    window = (spans[-1][1] - spans[0][0]) / 1e6
+    return {
+        "kernels": len(kernels),
+        "gpu_busy_s": round(busy / 1e6, 4),
+        "kernel_window_s": round(window, 4),
+        "gpu_busy_share_of_wall": round(busy / 1e6 / wall_s, 4),
+        "top_kernels": [
+            {"name": name[:160], "total_ms": round(us / 1e3, 2), "calls": count[name]}
+            for name, us in per_name.most_common(15)
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--workload", choices=WORKLOADS, default="full")
+    parser.add_argument("--limit", type=int, default=358)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("runs/profile"))
+    parser.add_argument("--no-kernels", action="store_true", help="skip torch.profiler")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from engine.engine import engine_kwargs_for
+
+    config = config_from_args(args)
+    model = resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(str(model.path))
+    pairs = load_course_file(args.data or official_question_set())[: args.limit]
+    spec = BenchmarkSpec(args.workload, len(pairs), args.max_new_tokens)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    inputs = [
+        {"prompt_token_ids": encode(render_prompt(tokenizer, build_messages([], p.question)))}
+        for p in pairs
+    ]
+    sampling = [
+        SamplingParams(
+            max_tokens=p.max_new_tokens,
+            temperature=p.temperature,
+            ignore_eos=p.ignore_eos,
+            min_tokens=p.max_new_tokens if p.ignore_eos else 0,
+            detokenize=False,
+        )
+        for p in build_params(encode, pairs, spec)
+    ]
+    llm = LLM(**engine_kwargs_for(config, model))
+    steps = _count_steps(llm)
+    llm.generate(inputs, sampling, use_tqdm=False)  # warm-up
+
+    cuda = torch.cuda.is_available() and not args.no_kernels
+    trace = args.out / "trace.json"
+    profiler = None
+    if cuda:
+        from torch.profiler import ProfilerActivity, profile
+
+        profiler = profile(activities=[ProfilerActivity.CUDA])
+        profiler.__enter__()
+    steps[0] = 0
+    with StackSampler() as sampler:
+        t0 = time.perf_counter()
+        outs = llm.generate(inputs, sampling, use_tqdm=False)
+        wall = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        profiler.export_chrome_trace(str(trace))
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    main_thread = threading.main_thread().name
+    report = {
+        "workload": args.workload,
+        "n": len(pairs),
+        "settings": config.summary(),
+        "output_tokens": tokens,
+        "wall_s": round(wall, 4),
+        "tokens_per_second": round(tokens / wall, 1),
+        "engine_steps": steps[0],
+        "ms_per_step": round(1e3 * wall / steps[0], 3) if steps[0] else None,
+        "python_samples": sampler.samples,
+        "threads": sorted({s.split(";", 1)[0] for s in sampler.stacks}),
+        "top_python": sampler.top_functions(main_thread),
+        **(kernel_summary(trace, wall) if cuda else {"kernels": "no CUDA"}),
+    }
+    if cuda:
+        trace.unlink()
+    (args.out / "stacks.txt").write_text(
+        "".join(f"{stack} {n}\n" for stack, n in sampler.stacks.most_common())
+    )
+    (args.out / "profile.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "top_python"}, indent=2))
+    for row in report["top_python"][:25]:
+        print(f"{row['inclusive']:7.1%} {row['own']:7.1%}  {row['function']}")
+    return 0
+
+
+def _count_steps(llm) -> list[int]:
+    """Count model executions by wrapping the in-process executor's execute_model."""
+    counter = [0]
+    core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)
+    executor = getattr(core, "model_executor", None)
+    if executor is None:
+        return counter
+    inner = executor.execute_model
+
+    def counted(*a, **kw):
+        counter[0] += 1
+        return inner(*a, **kw)
+
+    executor.execute_model = counted
+    return counter
+
+
+if __name__ == "__main__":
+    sys.exit(main())

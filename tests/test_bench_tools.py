@@ -1,0 +1,90 @@
+"""The measuring tools beside `python -m bench`: the bare engine, the in-process profile and
+engine replicas, each run as a user runs it, on the real (CPU) engine."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--profile", "cpu", "--model", "tiny-random", "--limit", "6", "--max-new-tokens", "5"]
+
+
+def run(module, *args, timeout=600):
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_bare_runs_every_workload_on_one_engine(tmp_path, data_dir):
+    out = tmp_path / "bare.json"
+    run(
+        "bench.bare",
+        *SMALL,
+        "--workload",
+        "replay,full",
+        "--runs",
+        "2",
+        "--in-process",
+        "--out",
+        str(out),
+    )
+    full = json.loads(out.with_suffix(".full.json").read_text())
+    replay = json.loads(out.with_suffix(".replay.json").read_text())
+    assert full["path"] == replay["path"] == "LLM.generate, engine core in-process"
+    assert [r["output_tokens"] for r in full["runs"]] == [6 * 5, 6 * 5]
+    assert all(1 <= r["output_tokens"] <= 6 * 5 for r in replay["runs"])
+    # one engine start: the second workload's warm-up ends after the first one's
+    assert replay["startup_seconds_incl_warmup"] < full["startup_seconds_incl_warmup"]
+    assert full["median_tokens_per_second"] > 0
+
+
+def test_profile_reports_steps_and_where_python_spends_them(tmp_path, data_dir):
+    out = tmp_path / "prof"
+    done = run("bench.profile", *SMALL, "--workload", "full", "--out", str(out))
+    report = json.loads((out / "profile.json").read_text())
+    assert report["output_tokens"] == 6 * 5
+    # one prefill step plus one per further token (prefill already yields the first)
+    assert 5 <= report["engine_steps"] <= 7
+    assert report["kernels"] == "no CUDA"
+    functions = [row["function"] for row in report["top_python"]]
+    assert any(f.startswith("execute_model (") for f in functions), functions
+    assert all(0 <= row["own"] <= row["inclusive"] <= 1 for row in report["top_python"])
+    stacks = (out / "stacks.txt").read_text().splitlines()
+    assert stacks and all(line.rsplit(" ", 1)[1].isdigit() for line in stacks)
+    assert "execute_model (" in done.stdout
+
+
+def test_replicas_split_the_batch_and_add_up(tmp_path, data_dir):
+    out = tmp_path / "replicas.json"
+    run(
+        "bench.replicas",
+        *SMALL,
+        "--replicas",
+        "2",
+        "--workload",
+        "full",
+        "--runs",
+        "2",
+        "--gpu-memory-utilization",
+        "0.4",
+        "--sync",
+        str(tmp_path / "sync"),
+        "--out",
+        str(out),
+        timeout=900,
+    )
+    report = json.loads(out.read_text())
+    assert report["replicas"] == 2 and len(report["runs"]) == 2
+    assert all(r["tokens"] == 6 * 5 for r in report["runs"])
+    assert report["median_tokens_per_second"] > 0
