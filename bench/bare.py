@@ -25,6 +25,28 @@ from engine.models import resolve_model
 from eval_data import load_course_file, official_question_set
 
 
+def offline_workloads(
+    config, workloads: list[str], data: Path | None, limit: int | slice, max_new_tokens: int
+) -> dict:
+    """Prompt ids and per-request params of each workload, for `engine.bare`'s offline calls.
+
+    `limit` may also be a slice of the question set (e.g. a replica's share)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.model).path))
+    pairs = load_course_file(data or official_question_set())
+    pairs = pairs[limit] if isinstance(limit, slice) else pairs[:limit]
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    prompts = [encode(render_prompt(tokenizer, build_messages([], p.question))) for p in pairs]
+    return {
+        w: (prompts, build_params(encode, pairs, BenchmarkSpec(w, len(pairs), max_new_tokens)))
+        for w in workloads
+    }
+
+
 def _workloads(text: str) -> list[str]:
     names = [w for w in text.split(",") if w]
     bad = [w for w in names if w not in WORKLOADS]
@@ -50,29 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.in_process:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    from transformers import AutoTokenizer
-
     from engine.bare import offline_runs
 
     config = config_from_args(args)
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.model).path))
-    pairs = load_course_file(args.data or official_question_set())[: args.limit]
-
-    def encode(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False)
-
-    prompts = [encode(render_prompt(tokenizer, build_messages([], p.question))) for p in pairs]
-    batches = {
-        w: (prompts, build_params(encode, pairs, BenchmarkSpec(w, len(pairs), args.max_new_tokens)))
-        for w in args.workload
-    }
+    batches = offline_workloads(config, args.workload, args.data, args.limit, args.max_new_tokens)
     results = offline_runs(config, batches, args.runs)
     for workload, result in results.items():
         figures = [r["tokens_per_second"] for r in result["runs"]]
         report = {
             "path": "LLM.generate" + (", engine core in-process" if args.in_process else ""),
             "workload": workload,
-            "n": len(pairs),
+            "n": len(batches[workload][0]),
             "profile": config.profile,
             "settings": config.summary(),
             **result,

@@ -22,11 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from bench.runner import WORKLOADS, BenchmarkSpec, build_params
+from bench.runner import WORKLOADS
 from engine import add_config_arguments, config_from_args
-from engine.chat import build_messages, render_prompt
 from engine.models import resolve_model
-from eval_data import load_course_file, official_question_set
 
 
 class StackSampler:
@@ -149,34 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     import torch
-    from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
+    from bench.bare import offline_workloads
+    from engine.bare import offline_requests
     from engine.engine import engine_kwargs_for
 
     config = config_from_args(args)
+    batches = offline_workloads(config, [args.workload], args.data, args.limit, args.max_new_tokens)
+    prompts, params = batches[args.workload]
+    inputs, sampling = offline_requests(prompts, params)
     model = resolve_model(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(str(model.path))
-    pairs = load_course_file(args.data or official_question_set())[: args.limit]
-    spec = BenchmarkSpec(args.workload, len(pairs), args.max_new_tokens)
-
-    def encode(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False)
-
-    inputs = [
-        {"prompt_token_ids": encode(render_prompt(tokenizer, build_messages([], p.question)))}
-        for p in pairs
-    ]
-    sampling = [
-        SamplingParams(
-            max_tokens=p.max_new_tokens,
-            temperature=p.temperature,
-            ignore_eos=p.ignore_eos,
-            min_tokens=p.max_new_tokens if p.ignore_eos else 0,
-            detokenize=False,
-        )
-        for p in build_params(encode, pairs, spec)
-    ]
     llm = LLM(**engine_kwargs_for(config, model))
     steps = _count_steps(llm)
     llm.generate(inputs, sampling, use_tqdm=False)  # warm-up
@@ -201,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.main_thread().name
     report = {
         "workload": args.workload,
-        "n": len(pairs),
+        "n": len(prompts),
         "settings": config.summary(),
         "output_tokens": tokens,
         "wall_s": round(wall, 4),

@@ -20,43 +20,23 @@ import sys
 import time
 from pathlib import Path
 
-from bench.runner import WORKLOADS, BenchmarkSpec, build_params
+from bench.runner import WORKLOADS
 from engine import add_config_arguments, config_from_args
-from engine.chat import build_messages, render_prompt
 from engine.models import resolve_model
-from eval_data import load_course_file, official_question_set
 
 
 def child(args, config) -> None:
     """One replica: build the engine, warm up, then run the shard whenever told to."""
-    from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
+    from bench.bare import offline_workloads
+    from engine.bare import offline_requests
     from engine.engine import engine_kwargs_for
 
+    share = slice(args.shard, args.limit, args.replicas)
+    batches = offline_workloads(config, [args.workload], args.data, share, args.max_new_tokens)
+    inputs, sampling = offline_requests(*batches[args.workload])
     model = resolve_model(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(str(model.path))
-    pairs = load_course_file(args.data or official_question_set())[: args.limit]
-    pairs = pairs[args.shard :: args.replicas]
-    spec = BenchmarkSpec(args.workload, len(pairs), args.max_new_tokens)
-
-    def encode(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False)
-
-    inputs = [
-        {"prompt_token_ids": encode(render_prompt(tokenizer, build_messages([], p.question)))}
-        for p in pairs
-    ]
-    sampling = [
-        SamplingParams(
-            max_tokens=p.max_new_tokens,
-            temperature=p.temperature,
-            ignore_eos=p.ignore_eos,
-            min_tokens=p.max_new_tokens if p.ignore_eos else 0,
-            detokenize=False,
-        )
-        for p in build_params(encode, pairs, spec)
-    ]
     kwargs = engine_kwargs_for(config, model)
     kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization / args.replicas
     if args.replicas > 1 and not config.on_cpu:
