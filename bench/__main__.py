@@ -16,7 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.report import samples_csv, summary_text
+from bench.report import result_path, samples_csv, summary_text
 from bench.runner import WORKLOADS, BenchmarkResult, BenchmarkSpec, run_benchmark
 from engine import EngineService, add_config_arguments, config_from_args
 from eval_data import DataError, FormatError, load_course_file, official_question_set
@@ -112,13 +112,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  -> {results[-1]['tokens_per_second']:,.1f} output tokens/s", file=sys.stderr
                 )
-            report(results, args.out, spec.workload if len(specs) > 1 else None)
+            out = args.out and result_path(args.out, spec.workload, len(specs) > 1)
+            report(results, out)
     finally:
         service.shutdown()
     return 0
 
 
-def report(results: list[dict], out: Path | None, suffix: str | None) -> None:
+def report(results: list[dict], path: Path | None) -> None:
     """Print the median run's summary and write it (all runs' figures included) as JSON+CSV."""
     figures = [r["tokens_per_second"] for r in results]
     chosen = sorted(results, key=lambda r: r["tokens_per_second"])[len(results) // 2]
@@ -133,8 +134,7 @@ def report(results: list[dict], out: Path | None, suffix: str | None) -> None:
             f"runs (tok/s): {' / '.join(f'{f:,.0f}' for f in figures)}; "
             f"median {statistics.median(figures):,.0f}"
         )
-    if out:
-        path = out.with_suffix(f".{suffix}.json") if suffix else out
+    if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(merged, ensure_ascii=False, indent=2), encoding="utf-8")
         path.with_suffix(".csv").write_text(samples_csv(merged["samples"]), encoding="utf-8")

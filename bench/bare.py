@@ -18,9 +18,11 @@ import statistics
 import sys
 from pathlib import Path
 
+from bench.report import result_path
 from bench.runner import WORKLOADS, BenchmarkSpec, build_params
 from engine import add_config_arguments, config_from_args
 from engine.chat import build_messages, render_prompt
+from engine.config import positive_int
 from engine.models import resolve_model
 from eval_data import load_course_file, official_question_set
 
@@ -62,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workload", type=_workloads, default=["replay"], help="e.g. replay,full")
-    parser.add_argument("--limit", type=int, default=358)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--limit", type=positive_int, default=358)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
+    parser.add_argument("--runs", type=positive_int, default=3)
     parser.add_argument("--in-process", action="store_true", help="engine core in this process")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(report, indent=2))
         if args.out:
-            out = args.out if len(results) == 1 else args.out.with_suffix(f".{workload}.json")
+            out = result_path(args.out, workload, len(results) > 1)
             out.write_text(json.dumps(report, indent=2))
     return 0
 

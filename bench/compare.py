@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.report import result_path
+
 ALL_SIZES = ",".join(map(str, [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]))
 
 # name -> extra `python -m bench` flags
@@ -68,39 +70,35 @@ def _row(variant: str, workload: str, code: int, path: Path) -> dict:
     }
 
 
+def _run_rows(label: str, module: str, tag: str, flags: list[str], args, out: Path) -> list[dict]:
+    """Run `python -m module` once (all workloads on one engine start); a row per workload."""
+    target = out / f"{tag}.json"
+    code = _run(module, args.workloads, args, target, out / f"{tag}.log", flags)
+    workloads = args.workloads.split(",")
+    return [_row(label, w, code, result_path(target, w, len(workloads) > 1)) for w in workloads]
+
+
 def run_variant(name: str, flags: list[str], args, out: Path) -> list[dict]:
     """Run one variant in a fresh process (all workloads on one engine start)."""
-    target = out / f"{name}.json"
-    code = _run("bench", args.workloads, args, target, out / f"{name}.log", flags)
-    workloads = args.workloads.split(",")
-    return [
-        _row(name, w, code, target.with_suffix(f".{w}.json") if len(workloads) > 1 else target)
-        for w in workloads
-    ]
+    return _run_rows(name, "bench", name, flags, args, out)
 
 
 def run_bare(args, out: Path) -> list[dict]:
     """vLLM's offline LLM.generate with the h100 settings: engine core in its own process
     (vLLM's default), then in this one; all workloads on one engine start each."""
-    rows = []
-    workloads = args.workloads.split(",")
-    for label, tag, flags in (
-        ("bare LLM.generate (h100)", "bare", []),
-        ("bare LLM.generate, in-process core (h100)", "bare-inproc", ["--in-process"]),
-    ):
-        target = out / f"{tag}.json"
-        code = _run(
+    return [
+        *_run_rows(
+            "bare LLM.generate (h100)", "bench.bare", "bare", ["--profile", "h100"], args, out
+        ),
+        *_run_rows(
+            "bare LLM.generate, in-process core (h100)",
             "bench.bare",
-            args.workloads,
+            "bare-inproc",
+            ["--profile", "h100", "--in-process"],
             args,
-            target,
-            out / f"{tag}.log",
-            ["--profile", "h100", *flags],
-        )
-        for w in workloads:
-            path = target.with_suffix(f".{w}.json") if len(workloads) > 1 else target
-            rows.append(_row(label, w, code, path))
-    return rows
+            out,
+        ),
+    ]
 
 
 def table(rows: list[dict]) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.runner import WORKLOADS
 from engine import add_config_arguments, config_from_args
+from engine.config import positive_int
 from engine.models import resolve_model
 
 
@@ -136,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workload", choices=WORKLOADS, default="full")
-    parser.add_argument("--limit", type=int, default=358)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--limit", type=positive_int, default=358)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/profile"))
     parser.add_argument("--no-kernels", action="store_true", help="skip torch.profiler")

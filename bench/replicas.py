@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.runner import WORKLOADS
 from engine import add_config_arguments, config_from_args
+from engine.config import positive_int
 from engine.models import resolve_model
 
 
@@ -104,11 +105,11 @@ def parent(args, argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__)
-    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--replicas", type=positive_int, default=2)
     parser.add_argument("--workload", choices=WORKLOADS, default="full")
-    parser.add_argument("--limit", type=int, default=358)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--limit", type=positive_int, default=358)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
+    parser.add_argument("--runs", type=positive_int, default=3)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--kv-cache-gib", type=float, default=6.0, help="per replica, if > 1")
     parser.add_argument("--sync", default="/tmp/bench-replicas")
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    if args.kv_cache_gib <= 0:
+        parser.error("--kv-cache-gib must be more than 0")
+    if args.replicas > args.limit:
+        parser.error(f"--replicas ({args.replicas}) must not exceed --limit ({args.limit})")
     config = config_from_args(args)
     if args.shard is not None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

@@ -28,6 +28,12 @@ SAMPLE_COLUMNS = (
 )
 
 
+def result_path(out: Path, workload: str, several: bool) -> Path:
+    """Where one workload's result goes: `out` itself, or `out` with `.<workload>` before
+    `.json` when one engine start ran several workloads."""
+    return out.with_suffix(f".{workload}.json") if several else out
+
+
 def throughput_figure(timeline: list[dict], title: str = "Output tokens/s") -> go.Figure:
     """Running output tokens/s and tokens generated, over seconds since submission."""
     import plotly.graph_objects as go

@@ -74,6 +74,10 @@ class EngineConfig:
             raise ValueError("warmup_batch must be 0 (no warm-up) or more")
         if self.load_format not in ("auto", "dummy", "safetensors", "pt"):
             raise ValueError(f"unknown load_format {self.load_format!r}")
+        if self.compile_backend not in (None, "inductor", "eager"):
+            raise ValueError(
+                f"compile_backend must be inductor or eager, got {self.compile_backend!r}"
+            )
 
     @property
     def on_cpu(self) -> bool:
@@ -225,6 +229,17 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parse_sizes(text: str) -> tuple[int, ...]:

@@ -88,3 +88,51 @@ def test_replicas_split_the_batch_and_add_up(tmp_path, data_dir):
     assert report["replicas"] == 2 and len(report["runs"]) == 2
     assert all(r["tokens"] == 6 * 5 for r in report["runs"])
     assert report["median_tokens_per_second"] > 0
+
+
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        ("bench.bare", ["--runs", "0"], "must be at least 1"),
+        ("bench.bare", ["--workload", "replay,nonsense"], "workloads must be from"),
+        ("bench.profile", ["--limit", "-3"], "must be at least 1"),
+        ("bench.replicas", ["--replicas", "abc"], "expected a whole number"),
+        ("bench.replicas", ["--replicas", "9", "--limit", "4"], "must not exceed --limit"),
+        ("bench.replicas", ["--kv-cache-gib", "0"], "must be more than 0"),
+    ],
+)
+def test_nonsense_arguments_get_a_clear_message(module, args, message):
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
+def test_compare_reports_a_failed_variant_and_still_writes_its_table(tmp_path, data_dir):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.compare",
+            "--variants",
+            "h100",
+            "--workloads",
+            "replay,full",
+            "--out",
+            str(tmp_path),
+            "--",
+            "--max-new-tokens",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "compare.json").read_text())
+    assert [(r["variant"], r["workload"], r["error"]) for r in rows] == [
+        ("h100", "replay", "exit 2, see its log"),
+        ("h100", "full", "exit 2, see its log"),
+    ]
+    assert "| h100 | full | exit 2, see its log |" in done.stdout

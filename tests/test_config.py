@@ -40,6 +40,7 @@ def test_overrides_and_engine_kwargs():
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
         ({"max_batch": 0}, "max_batch"),
         ({"load_format": "magic"}, "load_format"),
+        ({"compile_backend": "magic"}, "compile_backend"),
         ({"no_such_setting": 1}, "unknown engine settings"),
     ],
 )
