@@ -13,7 +13,8 @@ ARG MODEL_ID=Qwen/Qwen3-0.6B
 ENV PYTHONUNBUFFERED=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     QWEN_DEMO_MODEL=/models/model \
-    QWEN_DEMO_CACHE=/home/qwen/.cache/qwen3-vllm-demo
+    QWEN_DEMO_CACHE=/home/qwen/.cache/qwen3-vllm-demo \
+    VLLM_CACHE_ROOT=/home/qwen/.cache/vllm
 
 WORKDIR /app
 
@@ -23,7 +24,7 @@ RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -r require
 
 RUN groupadd --gid 10001 qwen \
     && useradd --no-log-init --create-home --uid 10001 --gid 10001 --shell /bin/bash qwen \
-    && mkdir -p /models "${QWEN_DEMO_CACHE}" \
+    && mkdir -p /models "${QWEN_DEMO_CACHE}" "${VLLM_CACHE_ROOT}" \
     && chown -R qwen:qwen /models "/home/qwen/.cache"
 
 COPY app.py api.py ./
@@ -35,6 +36,9 @@ COPY ui/ ui/
 # qwen, by number so that the host and Kubernetes can tell it is not root.
 USER 10001:10001
 
+# Qwen3's tokenizer files for the built-in random-weight models (offline demos).
+RUN python3 -m engine.models tokenizer
+
 # The model is fetched as the app user, without the hubs' own caches.
 RUN if [ "${DOWNLOAD_MODEL}" = "1" ]; then \
         python3 -m engine.models download "${MODEL_ID}" --out /models/model \
@@ -42,6 +46,10 @@ RUN if [ "${DOWNLOAD_MODEL}" = "1" ]; then \
     else \
         echo "DOWNLOAD_MODEL=${DOWNLOAD_MODEL}: no model in the image"; \
     fi
+
+# vLLM's torch.compile and CUDA-graph caches: keep them in a volume and the second start of a
+# container skips compilation (docker run -v qwen3-vllm-cache:/home/qwen/.cache/vllm ...).
+VOLUME ["/home/qwen/.cache/vllm"]
 
 EXPOSE 7860 8000
 

@@ -16,7 +16,7 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from engine import DEFAULT_MODEL, EngineService, add_config_arguments, config_from_args  # noqa: E402
-from engine.models import ModelError, resolve_model  # noqa: E402
+from engine.models import HUBS, cached_model, can_download  # noqa: E402
 
 OFFLINE_FALLBACK = "tiny-random"
 
@@ -69,28 +69,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def choose_model(requested: str | None) -> str:
-    """The model to serve: the one asked for, else Qwen3-0.6B, else (offline) tiny-random."""
+    """The model to serve: the one asked for, else Qwen3-0.6B (downloaded by the engine with
+    progress in the status line), else, offline, the built-in tiny-random."""
     if requested:
         return requested
-    try:
-        resolve_model(DEFAULT_MODEL, progress=lambda m, f: print(f"[model] {m}", flush=True))
+    if cached_model(DEFAULT_MODEL) or can_download():
         return DEFAULT_MODEL
-    except ModelError as err:
-        print(
-            f"[model] {err}\n[model] OFFLINE: serving the built-in '{OFFLINE_FALLBACK}' model "
-            "(random weights: replies are gibberish, throughput figures are real).",
-            flush=True,
-        )
-        return OFFLINE_FALLBACK
+    print(
+        f"[model] offline: cannot reach {' or '.join(HUBS.values())} to download "
+        f"{DEFAULT_MODEL}.\n[model] OFFLINE: serving the built-in '{OFFLINE_FALLBACK}' model "
+        "(random weights: replies are gibberish, throughput figures are real).",
+        flush=True,
+    )
+    return OFFLINE_FALLBACK
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from api import ApiServer, build_api
-    from ui import build_ui
+    from ui import CSS, build_ui
 
     args.model = choose_model(args.model)
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     service = EngineService(config, auto_restart=not args.no_auto_restart)
     service.start()
     api = None
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             allowed_paths=[],
             show_error=True,
             footer_links=["api", "gradio"],
+            css=CSS,
         )
     except KeyboardInterrupt:
         pass

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv for this machine: vLLM for CUDA when an NVIDIA GPU is present, else vLLM's CPU
-# build. `--dev` adds the test tools and Debian's Chromium for the browser tests.
+# build; fetch Qwen3's tokenizer files once (the built-in models use them, offline too).
+# `--dev` adds the test tools, and Debian's Chromium and CJK fonts for the browser tests.
 #   ./setup.sh && .venv/bin/python app.py           # run the app
 #   ./setup.sh --dev && .venv/bin/python -m pytest  # run the tests
 set -euo pipefail
@@ -29,9 +30,11 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
-  echo "setup: installing Debian's chromium for the browser tests"
+echo "setup: Qwen3 tokenizer files in $(.venv/bin/python -W ignore -m engine.models tokenizer)"
+
+if [ $dev = 1 ] && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; }; then
+  echo "setup: installing Debian's chromium and CJK fonts for the browser tests"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
 fi
 echo "setup: ready ($reqs)"

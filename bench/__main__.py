@@ -2,6 +2,7 @@
 
     python -m bench --workload replay --limit 8 --model tiny-random --profile cpu --out r.json
     python -m bench --workload full --runs 3 --model qwen3-0.6b-random --profile h100 --out r.json
+    python -m bench --workload replay --batch-submit hold,legacy --runs 3 ...   # submit paths
 
 Starts the shared engine (warm-up included), runs the workload `--runs` times, prints a summary
 table (the median run's figures when there are several) and writes JSON (+ CSV beside it).
@@ -19,6 +20,7 @@ from pathlib import Path
 from bench.report import result_path, samples_csv, summary_text
 from bench.runner import WORKLOADS, BenchmarkResult, BenchmarkSpec, run_benchmark
 from engine import EngineService, add_config_arguments, config_from_args
+from engine.engine import BATCH_SUBMIT_MODES
 from eval_data import DataError, FormatError, load_course_file, official_question_set
 
 
@@ -37,12 +39,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=358, help="questions to send (1..358)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument(
-        "--thinking",
-        choices=("on", "off"),
-        default="on",
-        help="on: the course prompt as is; off: Qwen3's empty think block",
-    )
-    parser.add_argument(
         "--data",
         type=Path,
         default=None,
@@ -58,6 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [w for w in args.workloads if w not in WORKLOADS]
     if bad:
         parser.error(f"unknown workload {bad[0]!r}; choose from {', '.join(WORKLOADS)}")
+    # Several submit modes (e.g. hold,legacy) are compared on one engine start.
+    args.submits = args.batch_submit.split(",") if args.batch_submit else [None]
+    bad = [m for m in args.submits if m not in BATCH_SUBMIT_MODES]
+    if bad:
+        parser.error(f"unknown batch submit mode {bad[0]!r}; choose from hold, direct, legacy")
+    args.batch_submit = args.submits[0]
     return args
 
 
@@ -85,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         pairs = load_course_file(args.data or official_question_set())
+        label = str(args.data) if args.data else "official"
         specs = [
-            BenchmarkSpec(w, args.limit, args.max_new_tokens, args.thinking == "on")
+            BenchmarkSpec(w, args.limit, args.max_new_tokens, question_set=label, submit=m)
             for w in args.workloads
+            for m in args.submits
         ]
         for spec in specs:
             spec.validate(len(pairs))
@@ -101,19 +105,24 @@ def main(argv: list[str] | None = None) -> int:
         if not status.ready:
             print(f"error: engine did not start: {status.message}", file=sys.stderr)
             return 1
-        for spec in specs:
-            results = []
-            for i in range(args.runs):
+        # Runs of the specs take turns, so that a drifting machine affects each alike.
+        results: dict[int, list[dict]] = {i: [] for i in range(len(specs))}
+        for run in range(args.runs):
+            for i, spec in enumerate(specs):
                 print(
-                    f"run {i + 1}/{args.runs}: {spec.workload}, {spec.limit} questions",
+                    f"run {run + 1}/{args.runs}: {spec.workload}, {spec.limit} questions"
+                    + (f", submit {spec.submit}" if spec.submit else ""),
                     file=sys.stderr,
                 )
-                results.append(asyncio.run(run_once(service, pairs, spec)).to_dict())
+                results[i].append(asyncio.run(run_once(service, pairs, spec)).to_dict())
                 print(
-                    f"  -> {results[-1]['tokens_per_second']:,.1f} output tokens/s", file=sys.stderr
+                    f"  -> {results[i][-1]['tokens_per_second']:,.1f} output tokens/s",
+                    file=sys.stderr,
                 )
-            out = args.out and result_path(args.out, spec.workload, len(specs) > 1)
-            report(results, out)
+        for i, spec in enumerate(specs):
+            name = spec.workload + (f"-{spec.submit}" if len(args.submits) > 1 else "")
+            out = args.out and result_path(args.out, name, len(specs) > 1)
+            report(results[i], out)
     finally:
         service.shutdown()
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.report import result_path
 from bench.runner import WORKLOADS, BenchmarkSpec, build_params
 from engine import add_config_arguments, config_from_args
-from engine.chat import build_messages, render_prompt
+from engine.chat import build_messages, render_prompt, resolve_thinking
 from engine.config import positive_int
 from engine.models import resolve_model
 from eval_data import load_course_file, official_question_set
@@ -35,14 +35,18 @@ def offline_workloads(
     `limit` may also be a slice of the question set (e.g. a replica's share)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.model).path))
+    model = resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(str(model.path))
+    thinking = resolve_thinking(config.thinking, config.model, model.random_weights)
     pairs = load_course_file(data or official_question_set())
     pairs = pairs[limit] if isinstance(limit, slice) else pairs[:limit]
 
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
 
-    prompts = [encode(render_prompt(tokenizer, build_messages([], p.question))) for p in pairs]
+    prompts = [
+        encode(render_prompt(tokenizer, build_messages([], p.question), thinking)) for p in pairs
+    ]
     return {
         w: (prompts, build_params(encode, pairs, BenchmarkSpec(w, len(pairs), max_new_tokens)))
         for w in workloads

@@ -146,7 +146,9 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
     rouge = result.get("rouge_l_mean")
     rows = [
         ("workload", result["workload"]),
+        ("question set", str(result.get("question_set", "?"))),
         ("questions", str(result["n"])),
+        ("prompt", str(result.get("prompt", "?"))),
         ("output tokens", f"{result['output_tokens']:,}"),
         ("prompt tokens", f"{result['prompt_tokens']:,}"),
         ("wall seconds", f"{result['wall_seconds']:.2f}"),
@@ -154,6 +156,7 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("ROUGE-L (mean)", "n/a" if rouge is None else f"{rouge:.4f}"),
         ("TTFT p50 / p95 s", _pair(result.get("ttft_p50_s"), result.get("ttft_p95_s"))),
         ("engine start-up s", _num(result.get("startup_seconds"))),
+        ("requests in the first engine step", _count(result.get("first_step_requests"))),
         (
             "model",
             f"{engine.get('model', '?')}"
@@ -163,6 +166,10 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("profile", str(engine.get("profile", "?"))),
     ]
     return rows
+
+
+def _count(x) -> str:
+    return "n/a" if x is None else str(x)
 
 
 def _num(x) -> str:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from bench.metrics import mean, percentile, rouge_l_f1, tokens_per_second
 from engine import BENCH_BATCH, DEFAULT_SYSTEM_PROMPT, GREEDY, Engine, answer_text
+from engine.chat import prompt_description
 from eval_data import QAPair
 
 WORKLOADS = ("answer", "replay", "full")
@@ -33,8 +34,10 @@ class BenchmarkSpec:
     workload: str = "answer"
     limit: int = BENCH_BATCH
     max_new_tokens: int = 256
-    thinking: bool = True  # the course prompt leaves Qwen3's default (thinking) template as is
+    thinking: bool | None = None  # None: the engine's course-prompt setting for its model
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    question_set: str = "official"  # a label for reports: which questions were asked
+    submit: str | None = None  # how the batch reaches vLLM (None: the engine's batch_submit)
 
     def validate(self, available: int) -> None:
         if self.workload not in WORKLOADS:
@@ -94,6 +97,10 @@ class BenchmarkResult:
     ttft_p95_s: float | None
     latency_p50_s: float | None
     startup_seconds: float | None
+    prompt: str  # which prompt the questions were sent with
+    question_set: str
+    engine_steps: int  # engine steps that ran during the run (vLLM's per-step stats)
+    first_step_requests: int | None  # requests in the engine at the run's first step
     engine: dict
     samples: list[Sample]
     timeline: list[dict]
@@ -126,6 +133,8 @@ async def run_benchmark(
     """Run one benchmark on `engine` (its own loop); yield Progress events, then the result."""
     spec.validate(len(pairs))
     pairs = pairs[: spec.limit]
+    thinking = engine.thinking if spec.thinking is None else spec.thinking
+    spec = replace(spec, thinking=bool(thinking), submit=spec.submit or engine.config.batch_submit)
     prompts = [engine.chat_prompt(p.question, spec.system_prompt, spec.thinking) for p in pairs]
     params = build_params(engine.encode, pairs, spec)
     scoring = spec.workload == "answer"
@@ -142,6 +151,7 @@ async def run_benchmark(
     scores: dict[int, asyncio.Future] = {}
     timeline: list[dict] = []
     tokens_at_start = engine.counters.generated_tokens
+    steps_before = list(engine.counters.steps)[-1:]
     start = time.perf_counter()
     last_emit, wall = start, 0.0
 
@@ -176,7 +186,7 @@ async def run_benchmark(
     async def collect() -> None:
         try:
             async for done in engine.generate_many(
-                prompts, params, request_prefix=f"bench-{spec.workload}"
+                prompts, params, request_prefix=f"bench-{spec.workload}", submit=spec.submit
             ):
                 finished.put_nowait(done)
         except Exception as err:
@@ -222,7 +232,17 @@ async def run_benchmark(
         if pool:
             pool.shutdown(wait=False, cancel_futures=True)
     samples.sort(key=lambda s: s.index)
-    yield _result(engine, spec, samples, wall, timeline)
+    yield _result(engine, spec, samples, wall, timeline, _steps_since(engine, steps_before))
+
+
+def _steps_since(engine: Engine, before: list) -> list:
+    """The engine steps recorded since `before` (the last step seen then, if any)."""
+    steps = list(engine.counters.steps)
+    if before:
+        for i in range(len(steps) - 1, -1, -1):
+            if steps[i] is before[0]:
+                return steps[i + 1 :]
+    return steps
 
 
 async def _fill_scores(samples: list[Sample], scores: dict, wait: bool) -> None:
@@ -236,7 +256,12 @@ async def _fill_scores(samples: list[Sample], scores: dict, wait: bool) -> None:
 
 
 def _result(
-    engine: Engine, spec: BenchmarkSpec, samples: list[Sample], wall: float, timeline: list[dict]
+    engine: Engine,
+    spec: BenchmarkSpec,
+    samples: list[Sample],
+    wall: float,
+    timeline: list[dict],
+    steps: list,
 ) -> BenchmarkResult:
     output_tokens = sum(s.output_tokens for s in samples)
     ttfts = [s.ttft_s for s in samples if s.ttft_s is not None]
@@ -254,7 +279,16 @@ def _result(
         ttft_p95_s=percentile(ttfts, 95),
         latency_p50_s=percentile([s.latency_s for s in samples], 50),
         startup_seconds=status.startup_seconds,
-        engine={**status.info, "settings": engine.config.summary(), "spec": asdict(spec)},
+        prompt=prompt_description(spec.thinking),
+        question_set=spec.question_set,
+        engine_steps=len(steps),
+        first_step_requests=steps[0].running + steps[0].waiting if steps else None,
+        engine={
+            **status.info,
+            "startup_phases": dict(status.startup_phases),
+            "settings": engine.config.summary(),
+            "spec": asdict(spec),
+        },
         samples=samples,
         timeline=timeline,
     )

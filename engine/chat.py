@@ -2,7 +2,12 @@
 
 Qwen3 thinks between `<think>` and `</think>` before answering. With thinking off, the prompt
 opens the answer with an empty think block. Earlier replies go back to the model without
-their reasoning.
+their reasoning. `<think>` and `</think>` are ordinary tokens in Qwen3's vocabulary, so they
+stay in the decoded text and are split off here.
+
+Thinking on renders exactly the course system's prompt (ChatML: system, user, then
+`<|im_start|>assistant\n`), which its fine-tuned model answers directly; the stock Qwen3-0.6B
+would spend its 256 tokens thinking, so for it the benchmark and `/predict` turn thinking off.
 """
 
 from __future__ import annotations
@@ -24,6 +29,32 @@ class SamplingDefaults:
 
 THINKING_DEFAULTS = SamplingDefaults(temperature=0.6, top_p=0.95, top_k=20)
 NON_THINKING_DEFAULTS = SamplingDefaults(temperature=0.7, top_p=0.8, top_k=20)
+
+
+# Models that answer the course prompt directly (no thinking block): the course's fine-tuned
+# model, and the built-in random-weight models, whose workloads are defined on that prompt.
+COURSE_PROMPT_MODELS = ("sldrmk", "tiny-random", "qwen3-0.6b-random")
+
+
+def default_thinking(model: str) -> bool:
+    """Whether the benchmark and `/predict` prompt `model` with thinking on (the course's exact
+    ChatML) rather than off (Qwen3's empty think block)."""
+    name = model.lower()
+    return any(key in name for key in COURSE_PROMPT_MODELS)
+
+
+def resolve_thinking(setting: bool | None, model: str, random_weights: bool) -> bool:
+    """The course prompt's thinking setting: as set, else by model (random weights: on)."""
+    if setting is not None:
+        return setting
+    return random_weights or default_thinking(model)
+
+
+def prompt_description(thinking: bool) -> str:
+    """A short human description of the prompt a thinking setting produces."""
+    if thinking:
+        return "thinking on: the course's ChatML prompt (system, question, assistant turn open)"
+    return "thinking off: ChatML with Qwen3's empty think block (the model answers directly)"
 
 
 def sampling_defaults(thinking: bool) -> SamplingDefaults:

@@ -51,6 +51,12 @@ class EngineConfig:
     max_new_tokens_cap: int = 2048
     max_batch: int = 1024
     max_queued_requests: int = 2048
+    # How a batch reaches vLLM: hold (scheduler held until the whole batch is in), direct, or
+    # legacy (one generate() per raw prompt); see Engine.generate_many.
+    batch_submit: str = "hold"
+    # Course prompt (benchmark, /predict): thinking on, off, or None = by model
+    # (engine.chat.default_thinking; on for random-weight models).
+    thinking: bool | None = None
     seed: int = 0
     extra_engine_args: dict = field(default_factory=dict)
 
@@ -74,6 +80,10 @@ class EngineConfig:
             raise ValueError("warmup_batch must be 0 (no warm-up) or more")
         if self.load_format not in ("auto", "dummy", "safetensors", "pt"):
             raise ValueError(f"unknown load_format {self.load_format!r}")
+        if self.batch_submit not in ("hold", "direct", "legacy"):
+            raise ValueError(
+                f"batch_submit must be hold, direct or legacy, got {self.batch_submit!r}"
+            )
         if self.compile_backend not in (None, "inductor", "eager"):
             raise ValueError(
                 f"compile_backend must be inductor or eager, got {self.compile_backend!r}"
@@ -153,6 +163,8 @@ PROFILES: dict[str, dict] = {
         enable_prefix_caching=False,
         # 15 graph sizes instead of vLLM's 67 (for 512): a shorter start, same speed.
         cudagraph_capture_sizes=H100_GRAPH_SIZES,
+        # The whole batch's prompts (14,193 tokens for the course's 358) in one prefill step.
+        max_num_batched_tokens=16384,
     ),
     "rtx5090": dict(
         profile="rtx5090",
@@ -218,6 +230,7 @@ _FLAG_FIELDS = (
     "max_new_tokens_cap",
     "max_batch",
     "max_queued_requests",
+    "batch_submit",
     "cpu_kvcache_gib",
     "seed",
 )
@@ -229,6 +242,10 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_thinking(text: str) -> bool | str:
+    return "auto" if text.lower() == "auto" else _parse_bool(text)
 
 
 def positive_int(text: str) -> int:
@@ -271,6 +288,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--enable-prefix-caching", type=_parse_bool, default=None, metavar="BOOL")
     group.add_argument("--disable-log-stats", type=_parse_bool, default=None, metavar="BOOL")
     group.add_argument(
+        "--thinking",
+        type=_parse_thinking,
+        default="auto",
+        metavar="on|off|auto",
+        help="course prompt for the benchmark and /predict: on = the course's exact ChatML, "
+        "off = Qwen3's empty think block; auto (default): on for the course's fine-tuned "
+        "model and random-weight models, off for others",
+    )
+    group.add_argument(
         "--cudagraph-capture-sizes", type=_parse_sizes, default=None, metavar="N,N,..."
     )
 
@@ -285,4 +311,9 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         "disable_log_stats",
         "cudagraph_capture_sizes",
     )
-    return make_config(args.profile, **{n: getattr(args, n) for n in names})
+    overrides = {n: getattr(args, n) for n in names}
+    return make_config(args.profile, thinking=_thinking_override(args.thinking), **overrides)
+
+
+def _thinking_override(value):
+    return None if value in (None, "auto") else value

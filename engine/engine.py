@@ -13,17 +13,21 @@ streams that report only their final output.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt
+from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt, resolve_thinking
 from engine.config import EngineConfig
 from engine.devices import device_name
 from engine.models import ResolvedModel, resolve_model
 
+BATCH_SUBMIT_MODES = ("hold", "direct", "legacy")
 WARMUP_QUESTION = "CUDA中矩阵乘法算子如何利用共享内存减少全局内存访问？请结合线程块说明。"
 
 
@@ -106,19 +110,33 @@ class EngineStatus:
     error: str | None = None
     startup_seconds: float | None = None
     info: dict = field(default_factory=dict)
+    # Start-up phases finished so far, in order: (name, seconds); and when the current began.
+    startup_phases: tuple[tuple[str, float], ...] = ()
+    phase_started: float | None = None  # time.time() at the start of the current phase
 
     @property
     def ready(self) -> bool:
         return self.phase == "ready"
 
 
+@dataclass(frozen=True)
+class Step:
+    """One engine step as vLLM's stat hook reports it."""
+
+    running: int  # requests scheduled in the engine after this step
+    waiting: int  # requests queued in the engine, not yet scheduled
+    prompt_tokens: int  # prefilled in this step
+    generated_tokens: int  # sampled in this step
+
+
 @dataclass
 class Counters:
-    """Live figures from vLLM's stat hook: tokens generated, scheduler queue lengths."""
+    """Live figures from vLLM's stat hook: tokens generated, queue lengths, recent steps."""
 
     generated_tokens: int = 0
     running: int = 0
     waiting: int = 0
+    steps: deque = field(default_factory=lambda: deque(maxlen=4096))
 
 
 def _stat_logger(counters: Counters):
@@ -130,11 +148,15 @@ def _stat_logger(counters: Counters):
             pass
 
         def record(self, scheduler_stats, iteration_stats, *args, **kwargs):
+            prompt = generated = 0
             if iteration_stats is not None:
-                counters.generated_tokens += iteration_stats.num_generation_tokens
+                prompt = iteration_stats.num_prompt_tokens
+                generated = iteration_stats.num_generation_tokens
+                counters.generated_tokens += generated
             if scheduler_stats is not None:
                 counters.running = scheduler_stats.num_running_reqs
                 counters.waiting = scheduler_stats.num_waiting_reqs
+                counters.steps.append(Step(counters.running, counters.waiting, prompt, generated))
 
         def log_engine_initialized(self):
             pass
@@ -162,6 +184,52 @@ def engine_kwargs_for(config: EngineConfig, model: ResolvedModel) -> dict:
     return {k: v for k, v in kwargs.items() if k in known}
 
 
+def _import_vllm():
+    """vLLM's AsyncLLM class and version (importing vLLM takes seconds)."""
+    from vllm import __version__
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM, __version__
+
+
+def _load_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def token_prompt(ids: Sequence[int], raw: bool = False) -> dict:
+    """A prompt of token ids in the form vLLM adds without a thread hop.
+
+    vLLM 0.32 sends raw prompts (`{"prompt_token_ids": ...}`, or `raw=True`) through its
+    renderer's thread pool one request at a time; a rendered `TokensInput` is processed inline.
+    """
+    if raw or not _tokens_input_supported():
+        return {"prompt_token_ids": list(ids)}
+    return {"type": "token", "prompt_token_ids": list(ids)}
+
+
+@functools.cache
+def _tokens_input_supported() -> bool:
+    try:
+        from vllm.inputs.engine import TokensInput  # noqa: F401  (vLLM 0.32 and later)
+    except ImportError:
+        return False
+    return True
+
+
+async def _collected(collector) -> AsyncIterator:
+    """The RequestOutputs of one request added with `AsyncLLM.add_request`, until finished."""
+    try:
+        while True:
+            out = collector.get_nowait() or await collector.get()
+            yield out
+            if out.finished:
+                return
+    finally:
+        collector.close()
+
+
 def build_engine_args(config: EngineConfig, model: ResolvedModel):
     """vLLM's AsyncEngineArgs for a config and a resolved model."""
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -177,9 +245,11 @@ class Engine:
         self.counters = Counters()
         self.model: ResolvedModel | None = None
         self.tokenizer = None
+        self.thinking = config.thinking  # the course prompt's thinking setting, once started
         self._llm = None
         self._status = EngineStatus("idle", "not started")
         self._started = 0.0
+        self._holds = 0  # batches being submitted while the scheduler is held
 
     # ---- lifecycle -------------------------------------------------------------------
     @property
@@ -191,6 +261,17 @@ class Engine:
         print(
             f"[engine] {phase}: {message}" + (f" ({progress:.0%})" if progress is not None else ""),
             flush=True,
+        )
+
+    @asynccontextmanager
+    async def _startup_phase(self, name: str, phase: str, message: str):
+        """Time one start-up phase; the status shows it live and keeps its seconds."""
+        began = time.perf_counter()
+        self._set(phase, message, phase_started=time.time())
+        yield
+        took = round(time.perf_counter() - began, 1)
+        self._status = replace(
+            self._status, startup_phases=(*self._status.startup_phases, (name, took))
         )
 
     async def start(self) -> None:
@@ -208,29 +289,32 @@ class Engine:
             raise
         seconds = time.perf_counter() - self._started
         self._status = replace(self._status, startup_seconds=round(seconds, 1))
-        self._set("ready", f"ready in {seconds:.0f} s")
+        phases = " · ".join(f"{name} {took:.0f} s" for name, took in self._status.startup_phases)
+        self._set("ready", f"ready in {seconds:.0f} s ({phases})", phase_started=None)
 
     async def _build(self) -> None:
-        self._set("loading", f"resolving model {self.config.model}")
         loop = asyncio.get_running_loop()
 
         def progress(message: str, fraction: float | None) -> None:
             loop.call_soon_threadsafe(self._set, "loading", message, fraction)
 
-        self.model = await asyncio.to_thread(resolve_model, self.config.model, progress)
+        async with self._startup_phase("model", "loading", f"resolving model {self.config.model}"):
+            self.model = await asyncio.to_thread(resolve_model, self.config.model, progress)
         if self.config.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.cpu_kvcache_gib))
-        self._set("loading", "starting vLLM (load weights, compile, CUDA graphs)")
-        from transformers import AutoTokenizer
-        from vllm import __version__ as vllm_version
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        args = build_engine_args(self.config, self.model)
-        self._llm = await asyncio.to_thread(
-            AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self.counters)]
-        )
-        self.tokenizer = await asyncio.to_thread(
-            AutoTokenizer.from_pretrained, str(self.model.path)
+        async with self._startup_phase("import", "loading", "importing vLLM"):
+            AsyncLLM, vllm_version = await asyncio.to_thread(_import_vllm)
+        engine_message = "starting vLLM: load weights, compile, capture CUDA graphs"
+        if self.config.on_cpu:
+            engine_message = "starting vLLM on the CPU: load weights, allocate the KV cache"
+        async with self._startup_phase("engine", "loading", engine_message):
+            args = build_engine_args(self.config, self.model)
+            self._llm = await asyncio.to_thread(
+                AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self.counters)]
+            )
+            self.tokenizer = await asyncio.to_thread(_load_tokenizer, self.model.path)
+        self.thinking = resolve_thinking(
+            self.config.thinking, self.config.model, self.model.random_weights
         )
         self._status = replace(
             self._status,
@@ -242,6 +326,7 @@ class Engine:
                 "vllm": vllm_version,
                 "profile": self.config.profile,
                 "max_model_len": self.config.max_model_len,
+                "thinking": self.thinking,
             },
         )
 
@@ -250,14 +335,16 @@ class Engine:
         n = self.config.warmup_batch
         if n == 0:
             return
-        self._set("warming", f"warm-up batch of {n}", 0.0)
-        prompts = [self.chat_prompt(f"{WARMUP_QUESTION} ({i})") for i in range(n)]
-        params = replace(GREEDY, max_new_tokens=self.config.warmup_tokens, ignore_eos=True)
-        done = 0
-        async for _ in self.generate_many(prompts, [params] * n, decode=False, require_ready=False):
-            done += 1
-            if done % max(1, n // 20) == 0 or done == n:
-                self._set("warming", f"warm-up batch: {done} of {n} done", done / n)
+        async with self._startup_phase("warm-up", "warming", f"warm-up batch of {n}"):
+            prompts = [self.chat_prompt(f"{WARMUP_QUESTION} ({i})") for i in range(n)]
+            params = replace(GREEDY, max_new_tokens=self.config.warmup_tokens, ignore_eos=True)
+            done = 0
+            async for _ in self.generate_many(
+                prompts, [params] * n, decode=False, require_ready=False
+            ):
+                done += 1
+                if done % max(1, n // 20) == 0 or done == n:
+                    self._set("warming", f"warm-up batch: {done} of {n} done", done / n)
 
     def shutdown(self) -> None:
         """Stop vLLM and its processes; the engine is unusable afterwards."""
@@ -304,11 +391,15 @@ class Engine:
         self,
         question: str,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-        thinking: bool = True,
+        thinking: bool | None = None,
     ) -> list[int]:
-        """Token ids of one question as a chat prompt, generation prompt open."""
+        """Token ids of one question as a chat prompt, generation prompt open.
+
+        `thinking` None: the engine's course-prompt setting (see `engine.chat.default_thinking`).
+        """
         messages = build_messages([], question, system_prompt)
-        return self.encode(render_prompt(self.tokenizer, messages, thinking))
+        chosen = self.thinking if thinking is None else thinking
+        return self.encode(render_prompt(self.tokenizer, messages, chosen is not False))
 
     def encode(self, text: str) -> list[int]:
         if self.tokenizer is None:
@@ -357,7 +448,7 @@ class Engine:
         sampling = self._sampling(params, self._max_tokens(prompt_ids, params), final_only=False)
         request_id = request_id or f"chat-{uuid.uuid4().hex[:12]}"
         start, first, produced, finished = time.perf_counter(), None, 0, False
-        outputs = llm.generate({"prompt_token_ids": list(prompt_ids)}, sampling, request_id)
+        outputs = llm.generate(token_prompt(prompt_ids), sampling, request_id)
         try:
             async for out in outputs:
                 piece = out.outputs[0]
@@ -381,39 +472,43 @@ class Engine:
         decode: bool = True,
         require_ready: bool = True,
         request_prefix: str = "batch",
+        submit: str | None = None,
     ) -> AsyncIterator[Completion]:
-        """Submit every prompt at once; yield each request as it finishes (completion order).
+        """Submit every prompt as one batch; yield each request as it finishes (completion order).
 
-        Closing the iterator early aborts every request still running.
+        `submit` (default: the config's `batch_submit`): `hold` adds every request while the
+        scheduler is held, so the engine's first step already sees the whole batch; `direct`
+        adds them one after another while the engine runs; `legacy` starts one `generate()`
+        per request from raw prompts. Closing the iterator early aborts every unfinished request.
         """
         llm = self._require(ready=require_ready, admit=len(prompts))
         if len(prompts) != len(params):
             raise RequestError("prompts and params differ in length")
+        submit = submit or self.config.batch_submit
+        if submit not in BATCH_SUBMIT_MODES:
+            raise RequestError(f"submit must be one of {', '.join(BATCH_SUBMIT_MODES)}")
         budgets = [self._max_tokens(p, s) for p, s in zip(prompts, params, strict=True)]
         tag = f"{request_prefix}-{uuid.uuid4().hex[:8]}"
+        ids = [f"{tag}-{i}" for i in range(len(prompts))]
+        samplings = [
+            self._sampling(s, b, final_only=True, detokenize=False)
+            for s, b in zip(params, budgets, strict=True)
+        ]
         done: asyncio.Queue = asyncio.Queue()
+        unfinished = set(ids)
         start = time.perf_counter()
 
-        async def one(i: int) -> None:
-            sampling = self._sampling(params[i], budgets[i], final_only=True, detokenize=False)
-            final = None
-            try:
-                async for out in llm.generate(
-                    {"prompt_token_ids": list(prompts[i])}, sampling, f"{tag}-{i}"
-                ):
-                    final = out
-            except Exception as err:
-                done.put_nowait(err)
-                return
+        def finish(i: int, final) -> None:
+            unfinished.discard(ids[i])
             piece = final.outputs[0]
-            ids = list(piece.token_ids)
+            token_ids = list(piece.token_ids)
             metrics = getattr(final, "metrics", None)
             ttft = getattr(metrics, "first_token_latency", None) or None
-            text = self.tokenizer.decode(ids, skip_special_tokens=True) if decode else ""
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True) if decode else ""
             done.put_nowait(
                 Completion(
                     i,
-                    ids,
+                    token_ids,
                     text,
                     len(prompts[i]),
                     ttft,
@@ -422,17 +517,63 @@ class Engine:
                 )
             )
 
-        tasks = [asyncio.create_task(one(i)) for i in range(len(prompts))]
+        async def follow(i: int, outputs) -> None:
+            try:
+                final = None
+                async for out in outputs:
+                    final = out
+                finish(i, final)
+            except Exception as err:
+                done.put_nowait(err)
+
+        tasks: list[asyncio.Task] = []
         try:
-            for _ in tasks:
+            if submit == "legacy":
+                for i in range(len(prompts)):
+                    stream = llm.generate(token_prompt(prompts[i], raw=True), samplings[i], ids[i])
+                    tasks.append(asyncio.create_task(follow(i, stream)))
+            else:
+                async with self._hold_scheduler(llm, submit == "hold"):
+                    for i in range(len(prompts)):
+                        collector = await llm.add_request(
+                            ids[i], token_prompt(prompts[i]), samplings[i]
+                        )
+                        tasks.append(asyncio.create_task(follow(i, _collected(collector))))
+            for _ in range(len(prompts)):
                 item = await done.get()
                 if isinstance(item, BaseException):
-                    self._raise_clear(item)
+                    raise item
                 yield item
+        except Exception as err:
+            self._raise_clear(err)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if unfinished and self._llm is not None and not self._llm.errored:
+                await self._llm.abort(sorted(unfinished))
+
+    @asynccontextmanager
+    async def _hold_scheduler(self, llm, hold: bool):
+        """Keep vLLM's scheduler from stepping while a batch is added (nested holds share one).
+
+        vLLM's `keep` pause freezes running requests in place and queues new ones; the resume
+        message follows the batch's add messages on the same socket, so the engine core sees
+        every request of the batch before its next step.
+        """
+        client = getattr(llm, "engine_core", None)
+        if not hold or not hasattr(client, "pause_scheduler_async"):
+            yield
+            return
+        self._holds += 1
+        try:
+            if self._holds == 1:
+                await client.pause_scheduler_async(mode="keep", clear_cache=False)
+            yield
+        finally:
+            self._holds -= 1
+            if self._holds == 0 and not llm.errored:
+                await client.resume_scheduler_async()
 
     def _raise_clear(self, err: BaseException):
         reason = self.dead_reason()

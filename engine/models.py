@@ -2,11 +2,13 @@
 
     python -m engine.models download Qwen/Qwen3-0.6B --out models/Qwen3-0.6B
     python -m engine.models build qwen3-0.6b-random --out models/qwen3-0.6b-random
+    python -m engine.models tokenizer      # fetch Qwen3's tokenizer files once (./setup.sh does)
 
 Names it understands:
 - a folder with a `config.json`: used as it is;
-- `tiny-random`: a 2-layer Qwen3 with the real vocabulary and random weights, built offline
-  (about 10 s, then cached); for tests and machines that cannot download;
+- `tiny-random`: a 2-layer Qwen3 with Qwen3's own tokenizer and random weights, built offline
+  in a second (the tokenizer files are fetched once by ./setup.sh); for tests and machines that
+  cannot download;
 - `qwen3-0.6b-random`: the real Qwen3-0.6B shape with random weights, for throughput work;
 - anything else is a model id, downloaded from ModelScope (Hugging Face as fallback).
 """
@@ -22,7 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.qwen3_files import write_model_folder
+from engine.qwen3_files import (
+    TokenizerFilesError,
+    is_current_build,
+    qwen3_tokenizer_files,
+    write_model_folder,
+)
 
 BUILT_IN = {"tiny-random": "tiny", "qwen3-0.6b-random": "qwen3-0.6b"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
@@ -69,20 +76,35 @@ def resolve_model(name: str, progress: Progress = _quiet) -> ResolvedModel:
             f"no model folder at {name!r}, and it is not a model id like 'Qwen/Qwen3-0.6B'"
         )
     target = models_dir() / name.replace("/", "--")
-    if (target / "config.json").is_file() and (target / ".complete").is_file():
+    if cached_model(name):
         return ResolvedModel(name, target, False, "cache")
     source = download_model(name, target, progress=progress)
     return ResolvedModel(name, target, False, source)
 
 
+def cached_model(model_id: str) -> Path | None:
+    """The folder of a completely downloaded model id, or None."""
+    target = models_dir() / model_id.replace("/", "--")
+    done = (target / "config.json").is_file() and (target / ".complete").is_file()
+    return target if done else None
+
+
+def can_download() -> bool:
+    """Whether a model hub answers (a few seconds at most when offline)."""
+    return any(reachable(host) for host in HUBS.values())
+
+
 def build_builtin(name: str, target: Path | None = None, progress: Progress = _quiet) -> Path:
     """Build (once) the folder of a built-in random-weight model and return it."""
     target = Path(target or models_dir() / name)
-    if (target / "tokenizer.json").is_file():
+    if is_current_build(target):
         return target
-    progress(f"building {name} (Qwen3 vocabulary, offline)", None)
+    progress(f"building {name} (Qwen3's own tokenizer files, random weights)", None)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return write_model_folder(target, BUILT_IN[name])
+    try:
+        return write_model_folder(target, BUILT_IN[name])
+    except TokenizerFilesError as err:
+        raise ModelError(str(err)) from None
 
 
 def _tracker(progress: Progress, label: str):
@@ -124,7 +146,7 @@ def reachable(host: str, timeout: float = 3.0) -> bool:
 
 def download_model(model_id: str, target: Path, progress: Progress = _quiet) -> str:
     """Download a model id into `target` (ModelScope, then Hugging Face); return the source."""
-    if not any(reachable(host) for host in HUBS.values()):
+    if not can_download():
         raise ModelError(
             f"offline: cannot reach {' or '.join(HUBS.values())} to download "
             f"{model_id}. Pass --model with a local folder, or --model tiny-random."
@@ -178,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="write a built-in random-weight model folder")
     build.add_argument("name", choices=sorted(BUILT_IN))
     build.add_argument("--out", type=Path, required=True)
+    sub.add_parser("tokenizer", help="fetch and check Qwen3's tokenizer files; print their folder")
     args = parser.parse_args(argv)
 
     def show(message: str, fraction: float | None) -> None:
@@ -186,9 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "download":
             download_model(args.model_id, args.out, progress=_quiet)
-        else:
+        elif args.command == "build":
             build_builtin(args.name, args.out, progress=show)
-    except ModelError as err:
+        else:
+            args.out = qwen3_tokenizer_files()
+    except (ModelError, TokenizerFilesError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(args.out)

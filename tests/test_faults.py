@@ -141,7 +141,7 @@ class TestGuardedInstance:
                 if "already running" not in str(err) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        progress, _, _, summary, table, _, _ = result
+        progress, _, _, summary, table, _, _, _ = result
         assert f"over {questions} questions" in progress, progress
         assert f"| questions | {questions} |" in summary, summary
         assert [row[0] for row in table["data"]] == list(range(1, questions + 1))

@@ -34,6 +34,7 @@ BENCH_QUESTIONS = 16
 PREDICT_PROMPTS = 16
 MAX_MODEL_LEN = 1024  # what conftest.launch_app starts the app with
 FIGURES = ROOT / "artifacts" / "load-figures.json"
+STATS_TITLE = re.compile(r"\d+ tokens · TTFT ")  # the figures line under a finished reply
 
 
 def assistant_text(output) -> str:
@@ -45,7 +46,7 @@ def assistant_text(output) -> str:
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
         title = (message.get("metadata") or {}).get("title") or ""
-        if title.startswith("📊"):
+        if STATS_TITLE.match(title):
             continue
         content = message.get("content")
         if isinstance(content, str):
@@ -54,7 +55,7 @@ def assistant_text(output) -> str:
 
 
 def engine_ttft(output) -> float:
-    """The server's own TTFT figure from a finished chat's '📊 … TTFT x s …' line."""
+    """The server's own TTFT figure from a finished chat's 'N tokens · TTFT x s …' line."""
     for message in output:
         title = (message.get("metadata") or {}).get("title") or ""
         found = re.search(r"TTFT ([0-9.]+) s", title)
@@ -217,13 +218,13 @@ def test_chats_benchmark_and_predict_at_once(app, tokenizer):
     figures_boxes = [
         out
         for out in finals
-        if any(((m.get("metadata") or {}).get("title") or "").startswith("📊") for m in out)
+        if any(STATS_TITLE.match((m.get("metadata") or {}).get("title") or "") for m in out)
     ]
     assert len(figures_boxes) == CHATS, "every finished chat shows its figures line"
 
     # The benchmark ran alongside and reported every sample.
     assert bench_done > submitted, "the benchmark finished before the chats arrived"
-    progress, _, _, summary, table, files, _ = bench
+    progress, _, _, summary, table, files, _, _ = bench
     assert f"over {BENCH_QUESTIONS} questions" in progress, progress
     assert f"| questions | {BENCH_QUESTIONS} |" in summary, summary
     rows = table["data"]

@@ -1,11 +1,17 @@
 """engine.models: built-in random models, local folders, and downloads that fail fast offline."""
 
+import functools
+import hashlib
 import json
+import shutil
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from engine.models import ModelError, build_builtin, main, resolve_model
+from tests.conftest import free_port
 
 
 def test_tiny_random_is_built_once_with_the_real_special_tokens(tiny_model_dir):
@@ -45,3 +51,56 @@ def test_download_fails_at_once_offline(tmp_path, capsys):
     assert time.monotonic() - started < 15
     assert main(["download", "SLDRMK/Qwen3-0.6B", "--out", str(tmp_path / "m")]) == 1
     assert "offline" in capsys.readouterr().err
+
+
+def test_tokenizer_files_are_checked_and_a_missing_copy_is_explained(tmp_path, monkeypatch):
+    from engine.qwen3_files import (
+        ENV_DIR,
+        TOKENIZER_FILES,
+        TokenizerFilesError,
+        qwen3_tokenizer_files,
+    )
+
+    good = qwen3_tokenizer_files()  # fetched by setup.sh
+    assert sorted(p.name for p in good.iterdir()) == sorted(TOKENIZER_FILES)
+    monkeypatch.setenv(ENV_DIR, str(tmp_path / "none"))
+    with pytest.raises(TokenizerFilesError, match=ENV_DIR):
+        qwen3_tokenizer_files()
+    with pytest.raises(ModelError, match="tokenizer"):
+        build_builtin("tiny-random", tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    altered = tmp_path / "altered"
+    shutil.copytree(good, altered)
+    (altered / "tokenizer.json").write_bytes(b"{}")
+    monkeypatch.setenv(ENV_DIR, str(altered))
+    with pytest.raises(TokenizerFilesError, match="SHA-256"):
+        qwen3_tokenizer_files()
+
+
+def test_fetching_the_tokenizer_fails_clearly(tmp_path, monkeypatch):
+    """Offline, and a server that hands out other bytes: each says what went wrong."""
+    from engine.qwen3_files import TokenizerFilesError, qwen3_tokenizer_files
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no fetched copy in this home
+    with pytest.raises(TokenizerFilesError, match=r"could not be fetched .*Run ./setup.sh"):
+        qwen3_tokenizer_files(url=f"http://127.0.0.1:{free_port()}/t.tgz", timeout=5)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "t.tgz").write_bytes(b"not the package")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/t.tgz"
+        with pytest.raises(TokenizerFilesError, match="SHA-256"):
+            qwen3_tokenizer_files(url=url, timeout=5)
+        server.shutdown()
+
+
+def test_a_built_in_folder_from_an_older_tokenizer_is_rebuilt(tmp_path):
+    from engine.qwen3_files import BUILD_STAMP, TOKENIZER_FILES
+
+    path = build_builtin("tiny-random", tmp_path / "t")
+    (path / BUILD_STAMP).write_text("dashscope ranks")  # as an older build
+    (path / "tokenizer.json").write_text("{}")
+    assert build_builtin("tiny-random", path) == path
+    digest = hashlib.sha256((path / "tokenizer.json").read_bytes()).hexdigest()
+    assert digest == TOKENIZER_FILES["tokenizer.json"]

@@ -10,9 +10,9 @@ import gradio as gr
 from engine import EngineService
 from ui.benchmark import build_benchmark_tab
 from ui.chat import build_chat_tab
-from ui.status import status_markdown
+from ui.status import CSS, status_markdown
 
-__all__ = ["build_ui"]
+__all__ = ["CSS", "build_ui"]
 
 TITLE = "Qwen3-0.6B on vLLM — chat and benchmark"
 

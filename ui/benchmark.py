@@ -1,7 +1,9 @@
 """The Benchmark tab: run the course evaluation on the shared engine and watch it live.
 
 One benchmark at a time (a second click is told so); chat keeps working meanwhile. Cancel
-aborts every request of the run inside the engine.
+aborts every request of the run inside the engine. Questions come from the official set
+(downloaded once), the built-in sample (offline) or an uploaded course-format file. Anything
+that stops a run is said in full in the tab's progress line, with the charts left empty.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from bench.report import (
     to_json,
 )
 from engine import EngineService
-from eval_data import DataError, FormatError, load_course_file, official_question_set
+from eval_data import (
+    QUESTION_SETS,
+    DataError,
+    FormatError,
+    load_course_file,
+    question_set_path,
+)
 
 MAX_UPLOAD_BYTES = 4 * 2**20
 TABLE_COLUMNS = [
@@ -52,8 +60,8 @@ class BenchmarkSession:
         self.runs: list[dict] = []
         self.results_dir = Path(tempfile.mkdtemp(prefix="qwen3-bench-"))
 
-    def load_pairs(self, upload: str | None):
-        """The official set, or an uploaded course-format file (size-checked)."""
+    def load_pairs(self, upload: str | None, question_set: str):
+        """(pairs, label): an uploaded course-format file (size-checked), else the named set."""
         if upload:
             path = Path(upload)
             if path.suffix.lower() != ".txt":
@@ -62,8 +70,12 @@ class BenchmarkSession:
                 raise FormatError(
                     f"the uploaded file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB"
                 )
-            return load_course_file(path)
-        return load_course_file(official_question_set())
+            return load_course_file(path), f"uploaded file {path.name}"
+        if question_set not in QUESTION_SETS:
+            raise BenchmarkError(
+                f"question set must be one of {', '.join(QUESTION_SETS)}, got {question_set!r}"
+            )
+        return load_course_file(question_set_path(question_set)), QUESTION_SETS[question_set]
 
     def save(self, result: dict) -> list[str]:
         """Write the run's JSON and CSV under server-chosen names; return their paths."""
@@ -96,41 +108,100 @@ def table_rows(samples) -> list[list]:
 def progress_markdown(event) -> str:
     rouge = "" if event.rouge_l_mean is None else f" · ROUGE-L {event.rouge_l_mean:.4f}"
     return (
-        f"⏱️ **{event.completed} / {event.total}** finished · {event.output_tokens:,} tokens · "
-        f"{event.elapsed_s:.1f} s · **{event.tokens_per_second:,.0f} tok/s**{rouge}"
+        f"Running: **{event.completed} / {event.total}** finished · {event.output_tokens:,} "
+        f"tokens · {event.elapsed_s:.1f} s · **{event.tokens_per_second:,.0f} tok/s**{rouge}"
     )
 
 
+def offline_message(err: Exception) -> str:
+    """What failed and what to do, when the official question set cannot be had."""
+    return (
+        f"**Could not get the official question set.** {err}\n\n"
+        "What to do: run the **built-in sample** (selected for you now: press Run benchmark "
+        "again), or upload a course-format `.txt` file above, or start the app with "
+        "`QWEN_DEMO_EVAL_FILE=/path/to/official_test_358.txt`."
+    )
+
+
+def thinking_choice(value) -> bool | None:
+    """The Thinking control's value as a setting: on, off, or None (by model)."""
+    text = str(value).lower()
+    if text not in ("auto", "on", "off"):
+        raise BenchmarkError(f"thinking must be auto, on or off, got {value!r}")
+    return None if text == "auto" else text == "on"
+
+
+OUTPUTS = 8  # progress, throughput plot, ROUGE plot, summary, table, files, compare, set
+
+
+def _stopped(message: str, question_set=None) -> tuple:
+    """Outputs for a run that did not start: the message, empty charts and tables."""
+    return (message, None, None, "", None, None, gr.skip(), question_set or gr.skip())
+
+
 def make_run(session: BenchmarkSession):
-    """The Run handler: validates, takes the lock, streams figures, saves results."""
+    """The Run handler: validates, takes the lock, streams figures, saves results.
+
+    A problem is shown in full in the progress line (charts cleared); bad input and a busy
+    or unready engine also raise, so API callers get an error with the same message.
+    """
 
     async def run(
-        workload: str, limit: float, max_new_tokens: float, upload: str | None, request: gr.Request
+        workload: str,
+        limit: float,
+        max_new_tokens: float,
+        upload: str | None,
+        question_set: str = "official",
+        thinking: str = "auto",
+        request: gr.Request = None,
     ):
         status = session.service.status()
         if not status.ready:
-            raise gr.Error(f"The engine is not ready yet ({status.phase}: {status.message}).")
+            message = f"The engine is not ready yet ({status.phase}: {status.message})."
+            yield _stopped(message)
+            raise gr.Error(message)
         try:
-            pairs = session.load_pairs(upload)
+            pairs, label = session.load_pairs(upload, str(question_set))
+        except DataError as err:  # the official set offline: say so, offer the sample
+            yield _stopped(offline_message(err), gr.update(value="sample"))
+            return
+        except (BenchmarkError, FormatError, ValueError) as err:
+            yield _stopped(f"**Cannot run:** {err}")
+            raise gr.Error(str(err)) from None
+        try:
             spec = BenchmarkSpec(
                 str(workload),
-                _whole(limit, "number of questions"),
+                min(_whole(limit, "number of questions"), len(pairs)),
                 _whole(max_new_tokens, "max new tokens"),
+                thinking=thinking_choice(thinking),
+                question_set=label,
             )
             spec.validate(len(pairs))
-        except (BenchmarkError, DataError, FormatError, ValueError) as err:
+        except (BenchmarkError, ValueError) as err:
+            yield _stopped(f"**Cannot run:** {err}")
             raise gr.Error(str(err)) from None
         if not session.lock.acquire(blocking=False):
-            raise gr.Error("A benchmark is already running; wait for it or cancel it.")
-        session.owner, shown, points = request.session_hash, 0.0, []
+            message = "A benchmark is already running; wait for it or cancel it."
+            yield _stopped(message)
+            raise gr.Error(message)
+        session.owner, shown, points = request.session_hash if request else None, 0.0, []
         session.stop.clear()
         try:
-            yield "⏳ submitting the batch…", *[gr.skip()] * 6
+            yield (
+                f"Submitting {spec.limit} questions from {label} as one batch…",
+                None,
+                None,
+                "",
+                None,
+                None,
+                gr.skip(),
+                gr.skip(),
+            )
             relay = session.service.relay(lambda e: run_benchmark(e, pairs, spec))
             async with aclosing(relay) as events:  # leaving early aborts the run's requests
                 async for event in events:
                     if session.stop.is_set():
-                        yield CANCELLED, *[gr.skip()] * 6
+                        yield CANCELLED, *[gr.skip()] * (OUTPUTS - 1)
                         return
                     if isinstance(event, BenchmarkResult):
                         break
@@ -139,20 +210,21 @@ def make_run(session: BenchmarkSession):
                     if time.monotonic() - shown >= REFRESH_SECONDS:
                         shown = time.monotonic()
                         figures = throughput_figure(points), rouge_figure(event.samples)
-                        yield progress_markdown(event), *figures, *[gr.skip()] * 4
+                        yield progress_markdown(event), *figures, *[gr.skip()] * 5
             result = event.to_dict()
             keys = ("workload", "n", "tokens_per_second", "rouge_l_mean", "wall_seconds")
             session.runs.append({k: result[k] for k in keys})
             files = session.save(result)
             yield (
-                f"✅ done: **{result['tokens_per_second']:,.1f} output tokens/s** over "
-                f"{result['n']} questions",
+                f"Done: **{result['tokens_per_second']:,.1f} output tokens/s** over "
+                f"{result['n']} questions from {label}; prompt: {result['prompt']}",
                 throughput_figure(result["timeline"]),
                 rouge_figure(result["samples"]),
                 summary_markdown(result),
                 table_rows(event.samples),
                 files,
                 comparison_figure(session.runs),
+                gr.skip(),
             )
         finally:
             session.owner = None
@@ -161,7 +233,7 @@ def make_run(session: BenchmarkSession):
     return run
 
 
-CANCELLED = "🛑 cancelled: the run's requests were aborted in the engine."
+CANCELLED = "Cancelled: the run's requests were aborted in the engine."
 
 
 def make_cancel(session: BenchmarkSession):
@@ -194,14 +266,30 @@ def build_benchmark_tab(service: EngineService) -> None:
     gr.Markdown(
         "The course evaluation: every question sent to the engine **at once**, greedy "
         "decoding. `answer` scores ROUGE-L against the reference; `replay` forces each "
-        "reply to its reference's token length; `full` forces 256 tokens each."
+        "reply to its reference's token length; `full` forces the max new tokens each."
     )
     with gr.Row():
         workload = gr.Dropdown(list(WORKLOADS), value="answer", label="Workload")
+        question_set = gr.Dropdown(
+            [(text, name) for name, text in QUESTION_SETS.items()],
+            value="official",
+            label="Question set",
+            elem_id="question-set",
+        )
+        thinking = gr.Radio(
+            ["auto", "on", "off"],
+            value="auto",
+            label="Thinking",
+            info="on: the course's exact ChatML prompt; off: Qwen3's empty think block "
+            "(the model answers directly); auto: on for the course's fine-tuned model and "
+            "random-weight models, off for others",
+            elem_id="bench-thinking",
+        )
+    with gr.Row():
         limit = gr.Slider(1, 358, 358, step=1, label="Questions")
         max_new = gr.Slider(16, 1024, 256, step=16, label="Max new tokens")
         upload = gr.File(
-            label="Own question file (optional, course format .txt)",
+            label="Own question file (optional, course format .txt; used instead of the set)",
             file_types=[".txt"],
             type="filepath",
         )
@@ -220,10 +308,11 @@ def build_benchmark_tab(service: EngineService) -> None:
     compare = gr.Plot(label="Earlier runs")
     event = run_btn.click(
         make_run(session),
-        [workload, limit, max_new, upload],
-        [progress, tps_plot, rouge_plot, summary, table, files, compare],
+        [workload, limit, max_new, upload, question_set, thinking],
+        [progress, tps_plot, rouge_plot, summary, table, files, compare, question_set],
         api_name="run_benchmark",
         concurrency_limit=None,
+        show_progress="hidden",  # the progress line says it all; no overlay or error badges
     )
     # The browser's Cancel also cancels the event outright; API callers rely on the stop flag.
     cancel_btn.click(

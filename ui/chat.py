@@ -20,8 +20,13 @@ from engine import (
     split_thinking,
 )
 
-THINKING_TITLE = "💭 Thinking"
+THINKING_TITLE = "Thinking"
 MAX_MESSAGE_CHARS = 100_000
+EXAMPLES = [
+    "什么是 CUDA 中的 warp？warp divergence 为什么会降低性能？",
+    "共享内存的 bank conflict 是怎么产生的？如何避免？",
+    "Explain in three sentences how a KV cache speeds up LLM decoding.",
+]
 
 
 def message_text(content) -> str:
@@ -74,7 +79,7 @@ def reply_stats(output_tokens: int, ttft_s: float | None, elapsed_s: float) -> s
         else 0.0
     )
     ttft = "n/a" if ttft_s is None else f"{ttft_s:.2f} s"
-    return f"📊 {output_tokens} tokens · TTFT {ttft} · {rate:.1f} tok/s"
+    return f"{output_tokens} tokens · TTFT {ttft} · {rate:.1f} tok/s"
 
 
 def make_respond(service: EngineService):
@@ -149,6 +154,9 @@ def build_chat_tab(service: EngineService) -> None:
             max_length=MAX_MESSAGE_CHARS,
         ),
         additional_inputs=[system_prompt, thinking, temperature, top_p, top_k, max_new],
+        # Shown in the empty chat; a click sends the question with the current settings.
+        examples=[[question, None, None, None, None, None, None] for question in EXAMPLES],
+        example_labels=EXAMPLES,
         editable=True,
         concurrency_limit=None,
         api_name="chat",

@@ -1,26 +1,48 @@
-"""The status line: what the engine is doing, with model, device, vLLM version and profile."""
+"""The status line: what the engine is doing, each start-up phase with its seconds, and the
+model, device, vLLM version and profile.
+
+The phase shows as a coloured text badge (CSS below), so it needs no emoji font.
+"""
 
 from __future__ import annotations
 
+import time
+
 from engine import EngineStatus
 
-ICONS = {
-    "idle": "⏸️",
-    "loading": "⏳",
-    "warming": "🔥",
-    "ready": "🟢",
-    "failed": "🔴",
-    "stopped": "⏹️",
-}
+CSS = """
+.engine-phase { display: inline-block; padding: 0 0.55em; border-radius: 0.6em;
+                font-weight: 600; color: #fff; background: #6b7280; }
+.engine-phase.phase-ready { background: #15803d; }
+.engine-phase.phase-loading, .engine-phase.phase-warming { background: #b45309; }
+.engine-phase.phase-failed { background: #b91c1c; }
+"""
+
+
+def phase_badge(phase: str) -> str:
+    """The phase name as a coloured badge (plain text where CSS is missing)."""
+    return f'<span class="engine-phase phase-{phase}">{phase}</span>'
+
+
+def startup_line(status: EngineStatus, now: float | None = None) -> str:
+    """'model 0 s · import 9 s · engine 41 s so far': finished phases and the current one."""
+    parts = [f"{name} {seconds:.0f} s" for name, seconds in status.startup_phases]
+    if status.phase_started is not None and status.phase in ("loading", "warming"):
+        elapsed = (now or time.time()) - status.phase_started
+        parts.append(f"this phase {elapsed:.0f} s so far")
+    return " · ".join(parts)
 
 
 def status_markdown(status: EngineStatus, restarts: int = 0) -> str:
-    """One or two lines of Markdown describing the engine's state."""
-    head = f"{ICONS.get(status.phase, '•')} **{status.phase}** — {status.message}"
+    """One to three lines of Markdown describing the engine's state."""
+    head = f"{phase_badge(status.phase)} {status.message}"
     if status.progress is not None and status.phase != "ready":
         head += f" · {status.progress:.0%}"
     if status.phase in ("loading", "warming"):
-        head += " · the page works meanwhile; chat and benchmark start once the engine is ready"
+        phases = startup_line(status)
+        if phases:
+            head += f"  \nstart-up: {phases}"
+        head += "  \nThe page works meanwhile; chat and benchmark start once the engine is ready."
     info = status.info
     if info:
         model = info.get("model", "?")
