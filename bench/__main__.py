@@ -21,7 +21,7 @@ from bench.report import result_path, samples_csv, summary_text
 from bench.runner import WORKLOADS, BenchmarkResult, BenchmarkSpec, run_benchmark
 from engine import EngineService, add_config_arguments, config_from_args
 from engine.engine import BATCH_SUBMIT_MODES
-from eval_data import DataError, FormatError, load_course_file, official_question_set
+from eval_data import QUESTION_SETS, DataError, FormatError, load_course_file, question_set_path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,10 +39,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=358, help="questions to send (1..358)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument(
+        "--question-set",
+        choices=sorted(QUESTION_SETS),
+        default="official",
+        help="official (358, downloaded once) or sample (24, built in)",
+    )
+    parser.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="question file in the course format (default: the official set)",
+        help="question file in the course format (instead of --question-set)",
     )
     parser.add_argument("--runs", type=int, default=1, help="measured runs after warm-up")
     parser.add_argument("--out", type=Path, default=None, help="result JSON (CSV written beside)")
@@ -56,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown workload {bad[0]!r}; choose from {', '.join(WORKLOADS)}")
     # Several submit modes (e.g. hold,legacy) are compared on one engine start.
     args.submits = args.batch_submit.split(",") if args.batch_submit else [None]
-    bad = [m for m in args.submits if m not in BATCH_SUBMIT_MODES]
+    bad = [m for m in args.submits if m is not None and m not in BATCH_SUBMIT_MODES]
     if bad:
         parser.error(f"unknown batch submit mode {bad[0]!r}; choose from hold, direct, legacy")
     args.batch_submit = args.submits[0]
@@ -86,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = config_from_args(args)
-        pairs = load_course_file(args.data or official_question_set())
-        label = str(args.data) if args.data else "official"
+        pairs = load_course_file(args.data or question_set_path(args.question_set))
+        label = str(args.data) if args.data else QUESTION_SETS[args.question_set]
         specs = [
             BenchmarkSpec(w, args.limit, args.max_new_tokens, question_set=label, submit=m)
             for w in args.workloads

@@ -100,8 +100,45 @@ def _strip_line(frame: str) -> str:
     return frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") else frame
 
 
+KERNEL_KINDS = (  # (kind, substrings of the kernel name, lower case); first match wins
+    ("kv-cache write", ("reshape_and_cache", "concat_and_cache")),
+    ("attention", ("flash", "attention", "attn", "fmha", "pagedkv", "paged_kv")),
+    ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "wgmma")),
+)
+ENGINE_PARTS = ("schedule", "execute_model", "sample_tokens", "update_from_output")
+
+
+def kernel_kind(name: str) -> str:
+    """A kernel's kind from its name: attention, matmul, kv-cache write or other."""
+    lowered = name.lower()
+    for kind, needles in KERNEL_KINDS:
+        if any(n in lowered for n in needles):
+            return kind
+    return "other"
+
+
+def per_step(summary: dict, steps: int, layers: int) -> dict:
+    """GPU kernel time per engine step, by kind, and attention per layer-step."""
+    if not steps or "by_kind_ms" not in summary:
+        return {}
+    by_kind = summary["by_kind_ms"]
+    return {
+        "gpu_kernel_ms_per_step": round(summary["gpu_busy_s"] * 1e3 / steps, 3),
+        "kernel_ms_per_step_by_kind": {k: round(v / steps, 3) for k, v in by_kind.items()},
+        "attention_us_per_layer_step": round(1e3 * by_kind.get("attention", 0) / steps / layers, 2),
+    }
+
+
+def engine_split(sampler: StackSampler, thread: str) -> dict:
+    """Share of the engine thread's samples inside each main part of an engine step."""
+    rows = {
+        r["function"].split(" (", 1)[0]: r["inclusive"] for r in sampler.top_functions(thread, 400)
+    }
+    return {part: rows.get(part, 0.0) for part in ENGINE_PARTS}
+
+
 def kernel_summary(trace_path: Path, wall_s: float) -> dict:
-    """GPU busy time (union of kernel intervals) and the kernels that take longest."""
+    """GPU busy time (union of kernel intervals), time by kernel kind, the longest kernels."""
     events = json.loads(trace_path.read_text()).get("traceEvents", [])
     kernels = [e for e in events if e.get("cat") == "kernel" and "dur" in e]
     if not kernels:
@@ -114,15 +151,18 @@ def kernel_summary(trace_path: Path, wall_s: float) -> dict:
             end = stop
     per_name: collections.Counter[str] = collections.Counter()
     count: collections.Counter[str] = collections.Counter()
+    by_kind: collections.Counter[str] = collections.Counter()
     for e in kernels:
         per_name[e["name"]] += e["dur"]
         count[e["name"]] += 1
+        by_kind[kernel_kind(e["name"])] += e["dur"]
     window = (spans[-1][1] - spans[0][0]) / 1e6
     return {
         "kernels": len(kernels),
         "gpu_busy_s": round(busy / 1e6, 4),
         "kernel_window_s": round(window, 4),
         "gpu_busy_share_of_wall": round(busy / 1e6 / wall_s, 4),
+        "by_kind_ms": {k: round(v / 1e3, 2) for k, v in by_kind.most_common()},
         "top_kernels": [
             {"name": name[:160], "total_ms": round(us / 1e3, 2), "calls": count[name]}
             for name, us in per_name.most_common(15)
@@ -181,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         profiler.export_chrome_trace(str(trace))
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     main_thread = threading.main_thread().name
+    kernels = kernel_summary(trace, wall) if cuda else {"kernels": "no CUDA"}
+    layers = json.loads((model.path / "config.json").read_text())["num_hidden_layers"]
     report = {
         "workload": args.workload,
         "n": len(prompts),
@@ -192,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         "ms_per_step": round(1e3 * wall / steps[0], 3) if steps[0] else None,
         "python_samples": sampler.samples,
         "threads": sorted({s.split(";", 1)[0] for s in sampler.stacks}),
+        "engine_thread_split": engine_split(sampler, main_thread),
         "top_python": sampler.top_functions(main_thread),
-        **(kernel_summary(trace, wall) if cuda else {"kernels": "no CUDA"}),
+        **kernels,
+        **per_step(kernels, steps[0], layers),
     }
     if cuda:
         trace.unlink()

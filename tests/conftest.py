@@ -133,8 +133,12 @@ class RunningApp:
             time.sleep(0.2)
 
 
-def launch_app(tmp_dir: Path, *extra: str, env: dict | None = None) -> RunningApp:
-    """Start the app on free ports and return as soon as its servers answer (not yet ready)."""
+def launch_app(
+    tmp_dir: Path, *extra: str, env: dict | None = None, model: str | None = "tiny-random"
+) -> RunningApp:
+    """Start the app on free ports and return as soon as its servers answer (not yet ready).
+
+    `model` None starts it as a newcomer does, with no --model (offline: tiny-random)."""
     ui_port, api_port = free_port(), free_port()
     log = tmp_dir / f"app-{ui_port}.log"
     cmd = [
@@ -143,8 +147,7 @@ def launch_app(tmp_dir: Path, *extra: str, env: dict | None = None) -> RunningAp
         str(ROOT / "app.py"),
         "--profile",
         "cpu",
-        "--model",
-        "tiny-random",
+        *(["--model", model] if model else []),
         "--port",
         str(ui_port),
         "--api-port",
@@ -153,12 +156,14 @@ def launch_app(tmp_dir: Path, *extra: str, env: dict | None = None) -> RunningAp
         "1024",
         *extra,
     ]
+    environment = {**os.environ, **(env or {})}
+    environment = {k: v for k, v in environment.items() if v is not None}  # None: unset
     process = subprocess.Popen(
         cmd,
         cwd=ROOT,
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        env=environment,
         start_new_session=True,
     )
     app = RunningApp(process, f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", log)

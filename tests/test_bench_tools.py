@@ -63,6 +63,26 @@ def test_profile_reports_steps_and_where_python_spends_them(tmp_path, data_dir):
     stacks = (out / "stacks.txt").read_text().splitlines()
     assert stacks and all(line.rsplit(" ", 1)[1].isdigit() for line in stacks)
     assert "execute_model (" in done.stdout
+    split = report["engine_thread_split"]
+    assert set(split) == {"schedule", "execute_model", "sample_tokens", "update_from_output"}
+    assert 0 < split["execute_model"] <= 1 and all(0 <= v <= 1 for v in split.values())
+
+
+def test_kernel_kinds_and_per_step_figures():
+    from bench.profile import kernel_kind, per_step
+
+    assert kernel_kind("void flash::flash_fwd_kernel<Flash_fwd_kernel_traits>") == "attention"
+    assert kernel_kind("kernel_unified_attention_2d") == "attention"
+    assert kernel_kind("void vllm::reshape_and_cache_flash_kernel<bf16>") == "kv-cache write"
+    assert kernel_kind("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
+    assert kernel_kind("nvjet_tst_128x64_64x8_1x1_v_bz_TNT") == "matmul"
+    assert kernel_kind("triton_poi_fused_mul_silu_0") == "other"
+    summary = {"gpu_busy_s": 1.0, "by_kind_ms": {"attention": 560.0, "matmul": 300.0}}
+    figures = per_step(summary, steps=250, layers=28)
+    assert figures["gpu_kernel_ms_per_step"] == 4.0
+    assert figures["kernel_ms_per_step_by_kind"] == {"attention": 2.24, "matmul": 1.2}
+    assert figures["attention_us_per_layer_step"] == 80.0
+    assert per_step({"kernels": "no CUDA"}, 250, 28) == {}
 
 
 def test_replicas_split_the_batch_and_add_up(tmp_path, data_dir):

@@ -1,13 +1,21 @@
 """The UI as a person uses it: headless Chromium (Playwright, sync API) against the running app.
 
-Three journeys over the session's app (real vLLM on the CPU, tiny-random weights):
+Journeys over the session's app (real vLLM on the CPU, tiny-random weights):
 
-* chat: the status line says ready, a message sent with Enter streams a reply that grows on
-  screen, and a "N tokens · TTFT · tok/s" line follows it;
+* chat: the status line says ready (a text badge, no emoji), a message sent with Enter streams
+  a reply that grows on screen, and a "N tokens · TTFT · tok/s" line follows it;
+* examples: the empty chat offers example questions; a click sends one and it is answered;
 * benchmark: a replay run of 8 questions updates the progress line, draws the throughput plot
   (Plotly) and ends with a summary table holding "output tokens/s"; the engine is idle after;
+* thinking: the Benchmark tab's Thinking control changes the prompt (4 more tokens a question
+  with thinking off) and the summary says which prompt was used;
 * stop: the Stop button on a long reply aborts the request inside the engine (its `/stats`
   shows nothing unfinished), and the page keeps working for the next message.
+
+And over an app started as a newcomer offline (no --model, no question set on disk): it serves
+tiny-random and says so; Run benchmark explains in the tab why the official set is missing and
+what to do, with no error badges and empty charts, selects the built-in sample, and the next
+Run benchmarks that sample.
 
 Screenshots go to artifacts/ (git-ignored) for a person to look at. The Debian Chromium is used
 as is (`playwright install` is not available here); the tests are skipped where it is missing.
@@ -19,9 +27,12 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import launch_app, stop_app, wait_ready
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -44,8 +55,9 @@ CHROMIUM_ARGS = [
 
 REPLY_TIMEOUT_MS = 120_000
 BENCHMARK_TIMEOUT_MS = 300_000
-READY = re.compile(r"🟢\s*ready —")  # not "... once the engine is ready" while it loads
-STATS_LINE = re.compile(r"📊 (\d+) tokens · TTFT .* · [\d.,]+ tok/s")
+READY = re.compile(r"ready\s+ready in \d+ s")  # badge, then the message; not while loading
+STATS_LINE = re.compile(r"^(\d+) tokens · TTFT .* · [\d.,]+ tok/s")
+EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff]")  # need an emoji font
 
 # Records every distinct text of the element matched by `selector` (re-queried on each change,
 # so a re-rendered element is followed too) into window.__seen[key].
@@ -73,9 +85,9 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, app):
-    """A fresh tab on the app with the engine ready and idle; fails on uncaught page errors."""
+@contextmanager
+def app_page(browser, app):
+    """A fresh tab on `app` with the engine ready and idle; fails on uncaught page errors."""
     assert app.wait_idle(timeout=120)["unfinished"] == 0, "an earlier request is still running"
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
@@ -88,6 +100,12 @@ def page(browser, app):
     yield tab
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser, app):
+    with app_page(browser, app) as tab:
+        yield tab
 
 
 def screenshot(tab, name: str, full_page: bool = False) -> Path:
@@ -137,7 +155,16 @@ def stats_lines(tab):
 
 
 def test_chat_streams_a_reply_with_stats(page, app):
-    expect(page.locator("#engine-status")).to_contain_text("tiny-random")
+    status = page.locator("#engine-status")
+    expect(status).to_contain_text("tiny-random")
+    badge = status.locator(".engine-phase.phase-ready")
+    expect(badge).to_have_text("ready")
+    colour = badge.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(21, 128, 61)", colour  # the green badge, drawn by CSS, not a font
+    assert not EMOJI.search(status.inner_text()), status.inner_text()
+    assert re.search(
+        r"\(model \d+ s · import \d+ s · engine \d+ s · warm-up \d+ s\)", status.inner_text()
+    ), "start-up phases with their seconds"
     open_settings(page)
     max_new = 160  # ~5-10 s on two CPU cores: long enough to watch it stream
     set_number(page, "Max new tokens", max_new)
@@ -155,7 +182,7 @@ def test_chat_streams_a_reply_with_stats(page, app):
     answer = bot_messages(page).first.inner_text()
     assert answer.strip(), "the reply is empty"
     assert answer == texts[-1] and len(answer) == lengths[-1], "the last update is not the longest"
-    assert "📊" not in answer, "the figures line leaked into the answer"
+    assert not STATS_LINE.search(answer), "the figures line leaked into the answer"
     figures = stats.inner_text()
     assert "tokens" in figures and "tok/s" in figures
     tokens = int(STATS_LINE.search(figures).group(1))
@@ -189,10 +216,13 @@ def test_benchmark_runs_and_reports(page, app):
     expect(plot).to_be_visible(timeout=90_000)
     expect(page.locator("#tps-plot svg.main-svg").first).to_be_visible()
     expect(summary).to_contain_text("replay")
+    expect(summary).to_contain_text("the official course set (358 questions)")
+    expect(summary).to_contain_text("thinking on: the course's ChatML prompt")
 
     texts = seen(page, "progress")
-    assert texts[-1].startswith("✅"), texts
-    during = [t for t in texts if "submitting" in t or re.search(r"\d+ / 8 finished", t)]
+    assert texts[-1].startswith("Done:"), texts
+    assert not any(EMOJI.search(t) for t in texts), texts
+    during = [t for t in texts if "Submitting" in t or re.search(r"\d+ / 8 finished", t)]
     assert during, f"no progress shown before the end: {texts}"
     rate = float(re.search(r"([\d,.]+) output tokens/s", texts[-1]).group(1).replace(",", ""))
     assert rate > 0, texts[-1]
@@ -237,3 +267,96 @@ def test_stop_aborts_the_request_in_the_engine(page, app):
     assert bot_messages(page).count() > replies
     expect(page.locator("#chatbot [data-testid='user']").last).to_contain_text("Hi again")
     assert app.wait_idle()["unfinished"] == 0
+
+
+def summary_figure(tab, label: str) -> str:
+    """A value of the benchmark summary table, by its label."""
+    row = tab.locator("#bench-summary tr", has=tab.get_by_text(label, exact=True))
+    return row.locator("td").nth(1).inner_text().strip()
+
+
+def test_example_questions_are_offered_and_answered(page, app):
+    from ui.chat import EXAMPLES
+
+    open_settings(page)
+    set_number(page, "Max new tokens", 24)
+    examples = [page.get_by_role("button", name=question) for question in EXAMPLES]
+    for example in examples:
+        expect(example).to_be_visible()
+    examples[1].click()
+    expect(page.locator("#chatbot [data-testid='user']").last).to_have_text(EXAMPLES[1])
+    expect(stats_lines(page)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    assert bot_messages(page).last.inner_text().strip(), "the example got no answer"
+    screenshot(page, "browser-examples.png")
+    assert app.wait_idle()["unfinished"] == 0
+
+
+def test_benchmark_thinking_control_changes_the_prompt(page, app):
+    page.get_by_role("tab", name="Benchmark").click()
+    set_number(page, "Questions", 4)
+    set_number(page, "Max new tokens", 16)
+    thinking = page.locator("#bench-thinking")
+    expect(thinking.get_by_label("auto", exact=True)).to_be_checked()
+    progress, prompt_tokens = page.locator("#bench-progress"), {}
+    for choice in ("on", "off"):
+        thinking.get_by_label(choice, exact=True).check()
+        page.locator("#run-benchmark").click()
+        expect(progress).to_contain_text(
+            f"prompt: thinking {choice}:", timeout=BENCHMARK_TIMEOUT_MS
+        )
+        expect(page.locator("#bench-summary")).to_contain_text(f"thinking {choice}:")
+        assert summary_figure(page, "workload") == "answer"
+        prompt_tokens[choice] = int(summary_figure(page, "prompt tokens").replace(",", ""))
+    # thinking off: each of the 4 prompts ends in "<think>\n\n</think>\n\n", 4 more tokens
+    assert prompt_tokens["off"] - prompt_tokens["on"] == 4 * 4, prompt_tokens
+    assert (
+        "course's ChatML" in progress.inner_text() or "empty think block" in progress.inner_text()
+    )
+    assert app.wait_idle(timeout=60)["unfinished"] == 0
+
+
+@pytest.fixture(scope="module")
+def offline_app(tmp_path_factory, tiny_model_dir):
+    """The app as a newcomer starts it offline: no --model, no question set on disk."""
+    tmp = tmp_path_factory.mktemp("offline")
+    running = launch_app(
+        tmp, model=None, env={"QWEN_DEMO_EVAL_FILE": None, "QWEN_DEMO_CACHE": str(tmp / "cache")}
+    )
+    wait_ready(running)
+    yield running
+    stop_app(running)
+
+
+def test_offline_app_benchmarks_the_built_in_sample(browser, offline_app):
+    log = offline_app.log.read_text()
+    assert "OFFLINE: serving the built-in 'tiny-random' model" in log, log[-2000:]
+    with app_page(browser, offline_app) as tab:
+        expect(tab.locator("#engine-status")).to_contain_text("tiny-random (random weights")
+        tab.get_by_role("tab", name="Benchmark").click()
+        set_number(tab, "Max new tokens", 32)
+        question_set = tab.get_by_role("combobox", name="Question set")
+        expect(question_set).to_have_value("the official course set (358 questions)")
+        progress = tab.locator("#bench-progress")
+        tab.locator("#run-benchmark").click()
+
+        expect(progress).to_contain_text("Could not get the official question set")
+        message = progress.inner_text()
+        for needed in ("could not download", "built-in sample", "upload", "QWEN_DEMO_EVAL_FILE"):
+            assert needed in message, f"{needed!r} missing from {message!r}"
+        expect(question_set).to_have_value("the built-in sample (24 questions, works offline)")
+        expect(tab.get_by_text("Error", exact=True)).to_have_count(0)  # no red badges
+        expect(tab.locator(".toast-body")).to_have_count(0)
+        expect(tab.locator("#tps-plot .js-plotly-plot")).to_have_count(0)  # charts left clean
+        expect(tab.locator("#rouge-plot .js-plotly-plot")).to_have_count(0)
+        screenshot(tab, "browser-benchmark-offline.png")
+
+        tab.locator("#run-benchmark").click()
+        expect(progress).to_contain_text(
+            "over 24 questions from the built-in sample", timeout=BENCHMARK_TIMEOUT_MS
+        )
+        assert summary_figure(tab, "question set").startswith("the built-in sample")
+        assert summary_figure(tab, "questions") == "24"
+        assert 0.0 <= float(summary_figure(tab, "ROUGE-L (mean)")) <= 1.0
+        expect(tab.locator("#rouge-plot svg.main-svg").first).to_be_visible()
+        screenshot(tab, "browser-benchmark-sample.png", full_page=True)
+    assert offline_app.wait_idle(timeout=60)["unfinished"] == 0

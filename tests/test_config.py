@@ -41,6 +41,7 @@ def test_overrides_and_engine_kwargs():
         ({"max_batch": 0}, "max_batch"),
         ({"load_format": "magic"}, "load_format"),
         ({"compile_backend": "magic"}, "compile_backend"),
+        ({"batch_submit": "later"}, "batch_submit"),
         ({"no_such_setting": 1}, "unknown engine settings"),
     ],
 )
@@ -77,3 +78,21 @@ def test_command_line_flags_reach_the_config():
     assert cfg.cudagraph_capture_sizes == (1, 2, 358)
     with pytest.raises(SystemExit):
         parser.parse_args(["--async-scheduling", "maybe"])
+
+
+def test_no_torch_compile_keeps_cuda_graphs_and_the_batch_prefills_in_one_step():
+    cfg = make_config("h100", compile_backend="none")
+    assert cfg.engine_kwargs()["compilation_config"] == {"mode": 0}
+    assert cfg.engine_kwargs()["cudagraph_capture_sizes"]  # graphs still captured
+    assert make_config("h100").max_num_batched_tokens >= 14_193  # the course batch's prompts
+    assert make_config("h100").batch_submit == "hold"
+
+
+@pytest.mark.parametrize("flag, expected", [("auto", None), ("on", True), ("off", False)])
+def test_thinking_flag(flag, expected):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert config_from_args(parser.parse_args(["--thinking", flag])).thinking is expected
+    assert config_from_args(parser.parse_args([])).thinking is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--thinking", "sometimes"])

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One benchmark sitting on a GPU: the figures of BENCHMARKS.md's vLLM 0.32 section, one machine,
+# one after another, each step's log and JSON under OUT_DIR.
+#
+#   bench/sitting.sh OUT_DIR MODEL [STEP ...]
+#   SITTING_DEADLINE=$(( $(date +%s) + 1500 )) bench/sitting.sh runs/sitting qwen3-0.6b-random
+#
+# Steps run in the order given (default: all, most important first). A step that would not end
+# before SITTING_DEADLINE (epoch seconds) by its estimate is skipped and said so. "fresh" steps
+# first empty the compile caches (VLLM_CACHE_ROOT, TRITON_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR
+# are set below) so that they time a first start on a new machine. steps.txt lists each step
+# with its exit status and seconds. SITTING_PROFILE (default h100) and SITTING_ARGS (extra
+# flags for every command, e.g. "--limit 8") make a short trial run possible on any machine.
+set -u
+out=${1:?OUT_DIR}
+model=${2:?MODEL}
+shift 2
+steps=${*:-app-fresh app-second bare none-fresh none-second profile none-profile defaults rtx5090 levers none-bare eager-fresh}
+deadline=${SITTING_DEADLINE:-0}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/tmp/sitting-cache/vllm}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/sitting-cache/triton}
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/sitting-cache/inductor}
+export PYTHONUNBUFFERED=1
+profile=${SITTING_PROFILE:-h100}
+read -r -a extra <<<"${SITTING_ARGS:-}"
+common=(--model "$model" --thinking on "${extra[@]}")
+both=(--workload replay,full)
+
+fresh() { rm -rf "$VLLM_CACHE_ROOT" "$TRITON_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR"; }
+
+step() {  # step NAME ESTIMATED_SECONDS COMMAND...
+  local name=$1 need=$2
+  shift 2
+  if [ "$deadline" -gt 0 ] && [ $(( $(date +%s) + need )) -gt "$deadline" ]; then
+    echo "$name skipped (needs ~${need} s, deadline near)" | tee -a "$out/steps.txt"
+    return
+  fi
+  local began=$SECONDS
+  "$@" >"$out/$name.log" 2>&1
+  echo "$name rc=$? $(( SECONDS - began )) s" | tee -a "$out/steps.txt"
+}
+
+app() { $py -m bench --profile "$profile" "${common[@]}" "$@"; }
+bare() { $py -m bench.bare --in-process --profile "$profile" "${common[@]}" "$@"; }
+prof() { $py -m bench.profile --profile "$profile" "${common[@]}" --workload full "$@"; }
+
+for s in $steps; do
+  case $s in
+    # h100 profile through the app's path; hold (batch in before the first step) vs legacy
+    app-fresh) fresh; step app-fresh 330 app "${both[@]}" --batch-submit hold,legacy --runs 5 \
+        --out "$out/app-h100.json" ;;
+    app-second) step app-second 150 app "${both[@]}" --runs 3 --out "$out/app-h100-second.json" ;;
+    bare) step bare 150 bare "${both[@]}" --runs 5 --out "$out/bare-h100.json" ;;
+    # no torch.compile (FULL CUDA graphs only): start-up and throughput, fresh and second start
+    none-fresh) fresh; step none-fresh 150 app "${both[@]}" --compile-backend none --runs 5 \
+        --out "$out/app-h100-none.json" ;;
+    none-second) step none-second 100 app "${both[@]}" --compile-backend none --runs 3 \
+        --out "$out/app-h100-none-second.json" ;;
+    none-bare) step none-bare 120 bare "${both[@]}" --compile-backend none --runs 5 \
+        --out "$out/bare-h100-none.json" ;;
+    eager-fresh) fresh; step eager-fresh 200 app "${both[@]}" --compile-backend eager --runs 3 \
+        --out "$out/app-h100-eager.json" ;;
+    # where a step goes: GPU kernels by kind, engine-thread split (engine core in-process)
+    profile) step profile 120 prof --out "$out/prof-h100" ;;
+    none-profile) step none-profile 90 prof --compile-backend none --out "$out/prof-h100-none" ;;
+    # the reference settings, same machine
+    defaults) step defaults 200 $py -m bench --profile vllm-defaults "${common[@]}" "${both[@]}" \
+        --runs 3 --out "$out/app-defaults.json" ;;
+    rtx5090) step rtx5090 240 $py -m bench --profile rtx5090 "${common[@]}" "${both[@]}" \
+        --runs 3 --out "$out/app-rtx5090.json" ;;
+    # kernel levers, each one engine start without torch.compile: GPU kernel time per step
+    levers)
+      step lever-triton 80 prof --compile-backend none --attention-backend TRITON_ATTN \
+        --out "$out/prof-lever-triton"
+      step lever-bf16kv 80 prof --compile-backend none --kv-cache-dtype auto \
+        --out "$out/prof-lever-bf16kv"
+      step lever-block32 80 prof --compile-backend none --block-size 32 \
+        --out "$out/prof-lever-block32" ;;
+    *) echo "unknown step $s" | tee -a "$out/steps.txt" ;;
+  esac
+done
+echo "sitting done" | tee -a "$out/steps.txt"
