@@ -210,7 +210,7 @@ def test_benchmark_runs_and_reports(page, app):
 
     summary = page.locator("#bench-summary")
     expect(summary).to_contain_text("output tokens/s", timeout=BENCHMARK_TIMEOUT_MS)
-    expect(progress).to_contain_text("done")
+    expect(progress).to_contain_text("Done:")
     expect(progress).to_contain_text("output tokens/s over 8 questions")
     plot = page.locator("#tps-plot").locator(".js-plotly-plot, .plot-container").first
     expect(plot).to_be_visible(timeout=90_000)
