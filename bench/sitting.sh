@@ -15,7 +15,7 @@ set -u
 out=${1:?OUT_DIR}
 model=${2:?MODEL}
 shift 2
-steps=${*:-app-fresh app-second bare none-fresh none-second profile none-profile defaults rtx5090 levers none-bare eager-fresh}
+steps=${*:-app-fresh app-second bare profile app-third defaults levers rtx5090 ramp inductor-second}
 deadline=${SITTING_DEADLINE:-0}
 py=${PYTHON:-python3}
 mkdir -p "$out"
@@ -48,36 +48,32 @@ prof() { $py -m bench.profile --profile "$profile" "${common[@]}" --workload ful
 
 for s in $steps; do
   case $s in
-    # h100 profile through the app's path; hold (batch in before the first step) vs legacy
-    app-fresh) fresh; step app-fresh 330 app "${both[@]}" --batch-submit hold,legacy --runs 5 \
-        --out "$out/app-h100.json" ;;
-    app-second) step app-second 150 app "${both[@]}" --runs 3 --out "$out/app-h100-second.json" ;;
+    # the h100 profile through the app's path: a first start on an empty cache, then again
+    app-fresh) fresh; step app-fresh 200 app "${both[@]}" --runs 5 --out "$out/app-h100.json" ;;
+    app-second) step app-second 120 app "${both[@]}" --runs 5 --out "$out/app-h100-second.json" ;;
+    app-third) step app-third 120 app "${both[@]}" --runs 5 --out "$out/app-h100-third.json" ;;
+    # the ramp: hold (whole batch in before the first step) against one request at a time
+    ramp) step ramp 150 app "${both[@]}" --batch-submit hold,legacy --runs 3 \
+        --out "$out/app-h100-ramp.json" ;;
+    # in-process LLM.generate, same settings: the bar for the app's path
     bare) step bare 150 bare "${both[@]}" --runs 5 --out "$out/bare-h100.json" ;;
-    # no torch.compile (FULL CUDA graphs only): start-up and throughput, fresh and second start
-    none-fresh) fresh; step none-fresh 150 app "${both[@]}" --compile-backend none --runs 5 \
-        --out "$out/app-h100-none.json" ;;
-    none-second) step none-second 100 app "${both[@]}" --compile-backend none --runs 3 \
-        --out "$out/app-h100-none-second.json" ;;
-    none-bare) step none-bare 120 bare "${both[@]}" --compile-backend none --runs 5 \
-        --out "$out/bare-h100-none.json" ;;
-    eager-fresh) fresh; step eager-fresh 200 app "${both[@]}" --compile-backend eager --runs 3 \
-        --out "$out/app-h100-eager.json" ;;
+    # torch.compile (inductor) instead of the profile's none: start-up and throughput
+    inductor-fresh) fresh; step inductor-fresh 330 app "${both[@]}" --compile-backend inductor \
+        --runs 5 --out "$out/app-h100-inductor.json" ;;
+    inductor-second) step inductor-second 150 app "${both[@]}" --compile-backend inductor \
+        --runs 5 --out "$out/app-h100-inductor-second.json" ;;
     # where a step goes: GPU kernels by kind, engine-thread split (engine core in-process)
     profile) step profile 120 prof --out "$out/prof-h100" ;;
-    none-profile) step none-profile 90 prof --compile-backend none --out "$out/prof-h100-none" ;;
     # the reference settings, same machine
     defaults) step defaults 200 $py -m bench --profile vllm-defaults "${common[@]}" "${both[@]}" \
         --runs 3 --out "$out/app-defaults.json" ;;
     rtx5090) step rtx5090 240 $py -m bench --profile rtx5090 "${common[@]}" "${both[@]}" \
         --runs 3 --out "$out/app-rtx5090.json" ;;
-    # kernel levers, each one engine start without torch.compile: GPU kernel time per step
+    # kernel levers, each one engine start: GPU kernel time per step
     levers)
-      step lever-triton 80 prof --compile-backend none --attention-backend TRITON_ATTN \
-        --out "$out/prof-lever-triton"
-      step lever-bf16kv 80 prof --compile-backend none --kv-cache-dtype auto \
-        --out "$out/prof-lever-bf16kv"
-      step lever-block32 80 prof --compile-backend none --block-size 32 \
-        --out "$out/prof-lever-block32" ;;
+      step lever-triton 80 prof --attention-backend TRITON_ATTN --out "$out/prof-lever-triton"
+      step lever-bf16kv 80 prof --kv-cache-dtype auto --out "$out/prof-lever-bf16kv"
+      step lever-block32 80 prof --block-size 32 --out "$out/prof-lever-block32" ;;
     *) echo "unknown step $s" | tee -a "$out/steps.txt" ;;
   esac
 done

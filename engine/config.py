@@ -169,6 +169,10 @@ PROFILES: dict[str, dict] = {
         cudagraph_capture_sizes=H100_GRAPH_SIZES,
         # The whole batch's prompts (14,193 tokens for the course's 358) in one prefill step.
         max_num_batched_tokens=16384,
+        # No torch.compile: full CUDA graphs for decode, eager prefill. On vLLM 0.32 it starts
+        # in 91 s fresh / 37 s again instead of 135 s / 45 s, at the same tokens/s within the
+        # runs' spread (BENCHMARKS.md); `--compile-backend inductor` brings compiling back.
+        compile_backend="none",
     ),
     "rtx5090": dict(
         profile="rtx5090",

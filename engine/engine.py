@@ -23,11 +23,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt, resolve_thinking
+from engine import modelinfo
 from engine.config import EngineConfig
 from engine.devices import device_name
 from engine.models import ResolvedModel, resolve_model
 
 BATCH_SUBMIT_MODES = ("hold", "direct", "legacy")
+MODELINFO_TIMEOUT_S = 120  # the side inspection of the model class (engine.modelinfo)
 WARMUP_QUESTION = "CUDA中矩阵乘法算子如何利用共享内存减少全局内存访问？请结合线程块说明。"
 
 
@@ -302,12 +304,16 @@ class Engine:
             self.model = await asyncio.to_thread(resolve_model, self.config.model, progress)
         if self.config.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.cpu_kvcache_gib))
+        # vLLM's first-start model inspection imports vLLM in a process of its own: run it
+        # now, beside this process's import, rather than after it.
+        side = modelinfo.start(self.model.path)
         async with self._startup_phase("import", "loading", "importing vLLM"):
             AsyncLLM, vllm_version = await asyncio.to_thread(_import_vllm)
         engine_message = "starting vLLM: load weights, compile, capture CUDA graphs"
         if self.config.on_cpu:
             engine_message = "starting vLLM on the CPU: load weights, allocate the KV cache"
         async with self._startup_phase("engine", "loading", engine_message):
+            await asyncio.to_thread(modelinfo.wait, side, MODELINFO_TIMEOUT_S)
             args = build_engine_args(self.config, self.model)
             self._llm = await asyncio.to_thread(
                 AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self.counters)]

@@ -81,8 +81,10 @@ def test_command_line_flags_reach_the_config():
 
 
 def test_no_torch_compile_keeps_cuda_graphs_and_the_batch_prefills_in_one_step():
-    cfg = make_config("h100", compile_backend="none")
+    cfg = make_config("h100")
     assert cfg.engine_kwargs()["compilation_config"] == {"mode": 0}
+    compiled = make_config("h100", compile_backend="inductor")
+    assert compiled.engine_kwargs()["compilation_config"] == {"backend": "inductor"}
     assert cfg.engine_kwargs()["cudagraph_capture_sizes"]  # graphs still captured
     assert make_config("h100").max_num_batched_tokens >= 14_193  # the course batch's prompts
     assert make_config("h100").batch_submit == "hold"
