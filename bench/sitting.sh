@@ -71,9 +71,14 @@ for s in $steps; do
         --runs 3 --out "$out/app-rtx5090.json" ;;
     # kernel levers, each one engine start: GPU kernel time per step
     levers)
-      step lever-triton 80 prof --attention-backend TRITON_ATTN --out "$out/prof-lever-triton"
       step lever-bf16kv 80 prof --kv-cache-dtype auto --out "$out/prof-lever-bf16kv"
+      step lever-triton 80 prof --attention-backend TRITON_ATTN --out "$out/prof-lever-triton"
       step lever-block32 80 prof --block-size 32 --out "$out/prof-lever-block32" ;;
+    # the same levers end to end through the app's path
+    bf16kv-app) step bf16kv-app 120 app "${both[@]}" --kv-cache-dtype auto --runs 5 \
+        --out "$out/app-h100-bf16kv.json" ;;
+    triton-app) step triton-app 120 app "${both[@]}" --attention-backend TRITON_ATTN --runs 5 \
+        --out "$out/app-h100-triton.json" ;;
     *) echo "unknown step $s" | tee -a "$out/steps.txt" ;;
   esac
 done

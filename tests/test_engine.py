@@ -1,6 +1,7 @@
 """engine: the real vLLM engine on the CPU (tiny-random): streaming, abort, batches, limits."""
 
 import asyncio
+import gc
 from dataclasses import replace
 
 import pytest
@@ -33,6 +34,12 @@ def test_status_reports_ready_with_engine_facts(service):
     assert status.ready and status.startup_seconds > 0
     assert status.info["device"] == "CPU" and status.info["random_weights"] is True
     assert status.info["vllm"].startswith("0.")
+    assert [name for name, _ in status.startup_phases] == ["model", "import", "engine", "warm-up"]
+
+
+def test_start_up_objects_are_frozen_out_of_garbage_collection(service):
+    assert service.status().ready
+    assert gc.get_freeze_count() > 10_000  # vLLM's, the tokenizer's: all of the start-up heap
 
 
 def test_stream_yields_many_deltas_counted_from_token_ids(service):
