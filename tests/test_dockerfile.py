@@ -144,3 +144,12 @@ def test_copied_files_exist_and_are_not_docker_ignored(steps):
         hit = [p for p in ignored if fnmatch.fnmatch(source, p.rstrip("/"))]
         assert not hit, f".dockerignore {hit} drops {source}, which the Dockerfile copies"
     assert APP_CODE <= sources, f"app code not copied: {sorted(APP_CODE - sources)}"
+
+
+def test_compile_caches_live_in_the_volume(steps):
+    env = " ".join(args_of(steps, "ENV"))
+    volumes = [v for args in args_of(steps, "VOLUME") for v in without_flags(args)]
+    for name in ("VLLM_CACHE_ROOT", "TRITON_CACHE_DIR"):
+        found = re.search(rf"{name}=(\S+)", env)
+        assert found, f"{name} not set"
+        assert any(found.group(1).startswith(v) for v in volumes), (name, volumes)
