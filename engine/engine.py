@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt, resolve_thinking
 from engine import modelinfo
+from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt, resolve_thinking
 from engine.config import EngineConfig
 from engine.devices import device_name
 from engine.models import ResolvedModel, resolve_model

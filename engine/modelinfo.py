@@ -54,8 +54,9 @@ def start(model_path: str | Path) -> subprocess.Popen | None:
     missing = [a for a in architectures(model_path)[:1] if not is_cached(a)]
     if not missing:
         return None
+    code = f"import sys, engine.modelinfo as m; sys.exit(m.main({missing[0]!r}))"
     return subprocess.Popen(
-        [sys.executable, "-c", f"import sys, engine.modelinfo as m; sys.exit(m.main({missing[0]!r}))"],
+        [sys.executable, "-c", code],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
