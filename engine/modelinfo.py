@@ -59,7 +59,7 @@ def start(model_path: str | Path) -> subprocess.Popen | None:
         [sys.executable, "-c", code],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parent.parent,
     )
 

@@ -41,7 +41,7 @@ def test_side_process_fills_the_cache_vllm_reads(tiny_model_dir, tmp_path, monke
     side = modelinfo.start(tiny_model_dir)
     assert side is not None
     modelinfo.wait(side, timeout=300)
-    assert side.returncode == 0, side.stderr.read() if side.stderr else ""
+    assert side.returncode == 0
     written = tmp_path / "vllm" / "modelinfos"
     assert [p.name for p in written.iterdir()] == [
         "vllm-model_executor-models-qwen3-Qwen3ForCausalLM.json"
