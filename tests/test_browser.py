@@ -124,10 +124,18 @@ def seen(tab, key: str) -> list[str]:
 
 
 def set_number(tab, label: str, value: int | str) -> None:
-    """Type into a slider's number box (its aria-label is 'number input for <label>')."""
+    """Type into a slider's number box (its aria-label is 'number input for <label>').
+
+    A box in a just-opened accordion can still be given its initial value by the page after the
+    first keystrokes (seen once on a slow machine), so type again until the value holds.
+    """
     box = tab.get_by_label(f"number input for {label}")
-    box.fill(str(value))
-    box.press("Enter")
+    for _ in range(4):
+        box.fill(str(value))
+        box.press("Enter")
+        tab.wait_for_timeout(300)
+        if box.input_value() == str(value):
+            break
     expect(box).to_have_value(str(value))
 
 
