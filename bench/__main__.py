@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.report import result_path, samples_csv, summary_text
 from bench.runner import WORKLOADS, BenchmarkResult, BenchmarkSpec, run_benchmark
 from engine import EngineService, add_config_arguments, config_from_args
-from engine.engine import BATCH_SUBMIT_MODES
+from engine.config import BATCH_SUBMIT_MODES
 from eval_data import QUESTION_SETS, DataError, FormatError, load_course_file, question_set_path
 
 
@@ -64,7 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.submits = args.batch_submit.split(",") if args.batch_submit else [None]
     bad = [m for m in args.submits if m is not None and m not in BATCH_SUBMIT_MODES]
     if bad:
-        parser.error(f"unknown batch submit mode {bad[0]!r}; choose from hold, direct, legacy")
+        parser.error(
+            f"unknown batch submit mode {bad[0]!r}; choose from {', '.join(BATCH_SUBMIT_MODES)}"
+        )
     args.batch_submit = args.submits[0]
     return args
 

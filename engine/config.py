@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 BENCH_BATCH = 358  # the course evaluation's batch: every question submitted at once
+# How a batch reaches vLLM (EngineConfig.batch_submit, Engine.generate_many).
+BATCH_SUBMIT_MODES = ("hold", "direct", "legacy")
 H100_GRAPH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 320, 360, 384, 448, 512)
 
 
@@ -82,9 +84,10 @@ class EngineConfig:
             raise ValueError("warmup_batch must be 0 (no warm-up) or more")
         if self.load_format not in ("auto", "dummy", "safetensors", "pt"):
             raise ValueError(f"unknown load_format {self.load_format!r}")
-        if self.batch_submit not in ("hold", "direct", "legacy"):
+        if self.batch_submit not in BATCH_SUBMIT_MODES:
             raise ValueError(
-                f"batch_submit must be hold, direct or legacy, got {self.batch_submit!r}"
+                f"batch_submit must be one of {', '.join(BATCH_SUBMIT_MODES)}, "
+                f"got {self.batch_submit!r}"
             )
         if self.compile_backend not in (None, "inductor", "eager", "none"):
             raise ValueError(

@@ -75,16 +75,22 @@ def resolve_model(name: str, progress: Progress = _quiet) -> ResolvedModel:
         raise ModelError(
             f"no model folder at {name!r}, and it is not a model id like 'Qwen/Qwen3-0.6B'"
         )
-    target = models_dir() / name.replace("/", "--")
-    if cached_model(name):
-        return ResolvedModel(name, target, False, "cache")
+    cached = cached_model(name)
+    if cached:
+        return ResolvedModel(name, cached, False, "cache")
+    target = model_dir(name)
     source = download_model(name, target, progress=progress)
     return ResolvedModel(name, target, False, source)
 
 
+def model_dir(model_id: str) -> Path:
+    """Where a downloaded model id lives."""
+    return models_dir() / model_id.replace("/", "--")
+
+
 def cached_model(model_id: str) -> Path | None:
     """The folder of a completely downloaded model id, or None."""
-    target = models_dir() / model_id.replace("/", "--")
+    target = model_dir(model_id)
     done = (target / "config.json").is_file() and (target / ".complete").is_file()
     return target if done else None
 

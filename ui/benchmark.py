@@ -135,7 +135,7 @@ OUTPUTS = 8  # progress, throughput plot, ROUGE plot, summary, table, files, com
 
 
 def _stopped(message: str, question_set=None) -> tuple:
-    """Outputs for a run that did not start: the message, empty charts and tables."""
+    """Outputs with only a message: empty charts and tables (a run not started, or starting)."""
     return (message, None, None, "", None, None, gr.skip(), question_set or gr.skip())
 
 
@@ -187,16 +187,7 @@ def make_run(session: BenchmarkSession):
         session.owner, shown, points = request.session_hash if request else None, 0.0, []
         session.stop.clear()
         try:
-            yield (
-                f"Submitting {spec.limit} questions from {label} as one batch…",
-                None,
-                None,
-                "",
-                None,
-                None,
-                gr.skip(),
-                gr.skip(),
-            )
+            yield _stopped(f"Submitting {spec.limit} questions from {label} as one batch…")
             relay = session.service.relay(lambda e: run_benchmark(e, pairs, spec))
             async with aclosing(relay) as events:  # leaving early aborts the run's requests
                 async for event in events:

@@ -26,7 +26,7 @@ def phase_badge(phase: str) -> str:
 
 def startup_line(status: EngineStatus, now: float | None = None) -> str:
     """'model 0 s · import 9 s · engine 41 s so far': finished phases and the current one."""
-    parts = [f"{name} {seconds:.0f} s" for name, seconds in status.startup_phases]
+    parts = [status.phases_text] if status.startup_phases else []
     if status.phase_started is not None and status.phase in ("loading", "warming"):
         elapsed = (now or time.time()) - status.phase_started
         parts.append(f"this phase {elapsed:.0f} s so far")
