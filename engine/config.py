@@ -3,10 +3,12 @@
     cfg = make_config("h100", max_num_seqs=256)
     cfg.engine_kwargs()   # -> keyword arguments for vLLM's AsyncEngineArgs
 
-Profiles: `cpu` (tests, laptops), `h100` (tuned for Hopper), `rtx5090` (the original course
-system's settings, bf16 instead of fp16), `vllm-defaults` (vLLM as shipped, for comparison),
-and `auto`, which picks one from the GPU it finds. The same object feeds the app, the HTTP API,
-the headless benchmark and the tests.
+Profiles, one per family of machine: `cpu` (vLLM's CPU backend), `turing` (Volta and Turing
+GPUs, compute 7.x: fp16), `ampere` (Ampere and Ada, 8.x: bf16), `h100` (Hopper, 9.x, tuned on
+the H100), `rtx5090` (Blackwell, 10.x and 12.x: the original course system's settings, bf16
+instead of fp16); `vllm-defaults` (vLLM as shipped, for comparison); and `auto`, which picks
+one from the GPU it finds and sizes it to the card's memory (`choose_profile`). The same object
+feeds the app, the HTTP API, the headless benchmark and the tests.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+
+from engine import devices
 
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 BENCH_BATCH = 358  # the course evaluation's batch: every question submitted at once
@@ -63,6 +67,8 @@ class EngineConfig:
     thinking: bool | None = None
     seed: int = 0
     extra_engine_args: dict = field(default_factory=dict)
+    # Why this profile, set by `auto`: "chosen by auto for NVIDIA A10G (Ampere, ...)".
+    profile_reason: str = ""
 
     def __post_init__(self):
         if self.max_model_len < 64:
@@ -96,8 +102,8 @@ class EngineConfig:
 
     @property
     def on_cpu(self) -> bool:
-        """Whether this configuration targets vLLM's CPU backend."""
-        return self.profile == "cpu"
+        """Whether vLLM runs on the CPU here (its CPU build, or no GPU), whatever the profile."""
+        return devices.runs_on_cpu()
 
     def engine_kwargs(self) -> dict:
         """Keyword arguments for vLLM's `AsyncEngineArgs` (model path resolved separately)."""
@@ -143,7 +149,28 @@ class EngineConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {}, ())}
 
 
-# Every profile lists only what differs from EngineConfig's defaults.
+def graph_sizes(max_num_seqs: int) -> tuple[int, ...]:
+    """CUDA-graph batch sizes up to `max_num_seqs` (which is always one of them)."""
+    return (*(s for s in H100_GRAPH_SIZES if s < max_num_seqs), max_num_seqs)
+
+
+# Settings the tuned GPU profiles share (measured on the H100, BENCHMARKS.md): the engine
+# core's Python, not the GPU, limits a batch of 358 on a 0.6B model.
+_TUNED_GPU = dict(
+    async_scheduling=True,
+    stream_interval=16,
+    # Block hashing for prefix caching costs host time every step, and the course prompts
+    # share no whole block, so it saves nothing here.
+    enable_prefix_caching=False,
+    # The whole batch's prompts (14,193 tokens for the course's 358) in one prefill step.
+    max_num_batched_tokens=16384,
+    # No torch.compile: full CUDA graphs for decode, eager prefill. A first start is about a
+    # minute shorter at the same tokens/s (BENCHMARKS.md); `--compile-backend inductor`
+    # brings compiling back.
+    compile_backend="none",
+)
+
+# Each profile states every value it relies on, even where it equals EngineConfig's default.
 PROFILES: dict[str, dict] = {
     "cpu": dict(
         profile="cpu",
@@ -155,28 +182,45 @@ PROFILES: dict[str, dict] = {
         warmup_tokens=2,
         max_new_tokens_cap=1024,
     ),
+    # Volta (7.0) and Turing (7.5): no bfloat16 and no FlashAttention there; vLLM's Triton
+    # attention serves fp16 with an fp16 KV cache.
+    "turing": dict(
+        profile="turing",
+        dtype="float16",
+        kv_cache_dtype="auto",
+        attention_backend="TRITON_ATTN",
+        max_model_len=4096,
+        max_num_seqs=BENCH_BATCH,
+        cudagraph_capture_sizes=graph_sizes(BENCH_BATCH),
+        gpu_memory_utilization=0.85,
+        **_TUNED_GPU,
+    ),
+    # Ampere (8.0-8.7) and Ada (8.9): bf16 with a bf16 KV cache, so vLLM takes
+    # FlashAttention 2 (an FP8 KV cache would move it to slower attention paths there).
+    "ampere": dict(
+        profile="ampere",
+        dtype="bfloat16",
+        kv_cache_dtype="auto",
+        max_model_len=4096,
+        max_num_seqs=BENCH_BATCH,
+        cudagraph_capture_sizes=graph_sizes(BENCH_BATCH),
+        gpu_memory_utilization=0.85,
+        **_TUNED_GPU,
+    ),
+    # Hopper: bf16 with an FP8 KV cache on FlashAttention 3; 15 graph sizes up to 512
+    # instead of vLLM's 67 (a shorter start, same speed).
     "h100": dict(
         profile="h100",
         dtype="bfloat16",
         kv_cache_dtype="fp8_e4m3",
-        async_scheduling=True,
-        stream_interval=16,
-        max_num_seqs=512,
         max_model_len=4096,
-        gpu_memory_utilization=0.85,
-        # The engine core's Python is the bottleneck at batch 358 (BENCHMARKS.md): block
-        # hashing for prefix caching costs host time every step, and the course prompts
-        # share no whole block, so it saves nothing here.
-        enable_prefix_caching=False,
-        # 15 graph sizes instead of vLLM's 67 (for 512): a shorter start, same speed.
+        max_num_seqs=512,
         cudagraph_capture_sizes=H100_GRAPH_SIZES,
-        # The whole batch's prompts (14,193 tokens for the course's 358) in one prefill step.
-        max_num_batched_tokens=16384,
-        # No torch.compile: full CUDA graphs for decode, eager prefill. On vLLM 0.32 it starts
-        # in 91 s fresh / 37 s again instead of 135 s / 45 s, at the same tokens/s within the
-        # runs' spread (BENCHMARKS.md); `--compile-backend inductor` brings compiling back.
-        compile_backend="none",
+        gpu_memory_utilization=0.85,
+        **_TUNED_GPU,
     ),
+    # Blackwell: the original course system's tuning on its RTX 5090 (FP8 weights and KV
+    # cache, torch.compile, graphs sized for the batch of 358), bf16 instead of fp16.
     "rtx5090": dict(
         profile="rtx5090",
         dtype="bfloat16",
@@ -194,30 +238,71 @@ PROFILES: dict[str, dict] = {
 }
 PROFILE_NAMES = ("auto", *PROFILES)
 
+# Compute capability major -> profile (devices.FAMILIES names the families).
+FAMILY_PROFILES = {7: "turing", 8: "ampere", 9: "h100", 10: "rtx5090", 11: "rtx5090", 12: "rtx5090"}
+SMALL_CARD_GIB = 20  # 16 GB cards (T4, V100-16GB, A2, A4000, RTX 4060 Ti) and smaller
+MID_CARD_GIB = 40  # 24-32 GB cards (A10, L4, RTX 3090/4090/5090, V100-32GB)
 
-def detect_profile() -> str:
-    """The profile that fits the machine: h100 on Hopper, rtx5090 on Blackwell, else cpu."""
-    from engine.devices import gpu
 
-    found = gpu()
-    if found is None:
-        return "cpu"
-    major = found[1][0]
-    return "rtx5090" if major >= 10 else "h100"
+def fit_to_memory(profile: str, memory_gib: float) -> tuple[dict, str]:
+    """Overrides that fit a profile to a card's memory, and a note saying so.
+
+    Under 20 GiB: 256 sequences (a 358-request batch of 296-token replies needs about 12 GiB of
+    fp16 KV cache) and 0.80 of the memory, leaving room for a desktop or another process;
+    under 40 GiB: at most the batch of 358.
+    """
+    fields = PROFILES[profile]
+    seqs = fields.get("max_num_seqs", EngineConfig.max_num_seqs)
+    if memory_gib < SMALL_CARD_GIB:
+        fitted, why = {"max_num_seqs": 256, "gpu_memory_utilization": 0.80}, "a card under 20 GiB"
+    elif memory_gib < MID_CARD_GIB and seqs > BENCH_BATCH:
+        fitted, why = {"max_num_seqs": BENCH_BATCH}, "a card under 40 GiB"
+    else:
+        return {}, ""
+    if fitted["max_num_seqs"] < seqs and fields.get("cudagraph_capture_sizes"):
+        fitted["cudagraph_capture_sizes"] = graph_sizes(fitted["max_num_seqs"])
+    settings = ", ".join(f"{k} {v}" for k, v in fitted.items() if k != "cudagraph_capture_sizes")
+    return fitted, f"sized for {why}: {settings}"
+
+
+def choose_profile(gpu: devices.Gpu | None, vllm_build: str | None) -> tuple[str, dict, str]:
+    """(profile, memory overrides, reason) for a machine: its GPU family and memory decide."""
+    if vllm_build == "cpu":
+        return "cpu", {}, "chosen by auto: vLLM's CPU build is installed"
+    if gpu is None:
+        return "cpu", {}, "chosen by auto: no NVIDIA GPU found"
+    major = gpu.capability[0]
+    profile = FAMILY_PROFILES.get(major, "turing" if major < 7 else "rtx5090")
+    fitted, note = fit_to_memory(profile, gpu.memory_gib)
+    reason = f"chosen by auto for {gpu.describe()}"
+    if major < 7:
+        reason += " (vLLM needs compute 7.0 or newer; it may refuse this GPU)"
+    return profile, fitted, reason + (f"; {note}" if note else "")
+
+
+def detect_profile() -> tuple[str, dict, str]:
+    """`choose_profile` for this machine (NVML, no CUDA)."""
+    return choose_profile(devices.gpu(), devices.vllm_build())
 
 
 def make_config(profile: str = "auto", **overrides) -> EngineConfig:
-    """Build the configuration of a profile, then apply field overrides (None = keep)."""
+    """Build the configuration of a profile, then apply field overrides (None = keep).
+
+    `auto` picks the profile for this machine's GPU and fits it to the card's memory; an
+    explicit override still wins over that fitting.
+    """
+    fitted: dict = {}
     if profile == "auto":
-        profile = detect_profile()
+        profile, fitted, reason = detect_profile()
+        fitted["profile_reason"] = reason
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
     fields = {f.name for f in dataclasses.fields(EngineConfig)}
     unknown = set(overrides) - fields
     if unknown:
         raise ValueError(f"unknown engine settings: {', '.join(sorted(unknown))}")
-    chosen = {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
-    return EngineConfig(**chosen)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return EngineConfig(**{**PROFILES[profile], **fitted, **given})
 
 
 # Command-line flags: one per scalar field, so any profile value can be overridden.

@@ -347,6 +347,7 @@ class Engine:
                 "device": device_name(self.config),
                 "vllm": vllm_version,
                 "profile": self.config.profile,
+                "profile_reason": self.config.profile_reason,
                 "max_model_len": self.config.max_model_len,
                 "thinking": self.thinking,
             },

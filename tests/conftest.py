@@ -1,11 +1,18 @@
-"""Shared fixtures: the official data (copied from ../shared), one in-process engine service,
-and one running app (UI + HTTP API) on free loopback ports, all on the CPU with tiny-random.
+"""Shared fixtures: the question sets, one in-process engine service, and one running app
+(UI + HTTP API) on free loopback ports, all with the tiny-random model, on the CPU (or on the
+GPU where vLLM for CUDA is installed).
 
-Starting vLLM costs tens of seconds on the CPU, so each is started once per test session.
+The official question set is used where it can be had (`QWEN_DEMO_EVAL_FILE`, the download
+cache, `../shared/eval_data` beside the checkout, or the verified download); otherwise the
+tests run on a stand-in of 358 questions built from the built-in sample set, and the checks of
+figures that only the official set has (14,193 prompt tokens, 40,118 replay tokens, the 358
+official ROUGE-L values) are skipped, each with its reason in pytest's summary. Starting vLLM
+costs tens of seconds on the CPU, so each engine is started once per test session.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -22,33 +29,114 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "eval_data"
+USER_CACHE = Path.home() / ".cache" / "qwen3-vllm-demo" / "eval_data"
 os.environ.setdefault("QWEN_DEMO_CACHE", str(ROOT / ".cache" / "test"))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from engine.config import BENCH_BATCH  # noqa: E402
+from engine.devices import runs_on_cpu  # noqa: E402
+from eval_data import SAMPLE_FILE, load_course_file  # noqa: E402
+from eval_data.download import ENV_FILE, FILE_NAME, OFFICIAL_SHA256, sha256_of  # noqa: E402
+
+# The engine the tests start: vLLM's CPU backend, or the GPU where vLLM for CUDA runs.
+TEST_PROFILE = "cpu" if runs_on_cpu() else "auto"
+TEST_ENGINE = dict(max_model_len=1024, gpu_memory_utilization=0.3)
+
+
+@dataclass(frozen=True)
+class QuestionSet:
+    """The 358-question file the tests and their app instances use, and where it came from."""
+
+    path: Path
+    official: bool  # False: a stand-in of the built-in sample's questions, repeated to 358
+    origin: str
+
+
+def _verified(path: Path) -> bool:
+    return path.is_file() and sha256_of(path) == OFFICIAL_SHA256
+
+
+@functools.cache
+def find_official_set() -> tuple[Path | None, str]:
+    """(the official question file, where from), or (None, why not)."""
+    candidates = [
+        (os.environ.get(ENV_FILE), f"${ENV_FILE}"),
+        (USER_CACHE / FILE_NAME, "the download cache"),
+        (SHARED_DATA / FILE_NAME, "../shared/eval_data"),
+    ]
+    for place, origin in candidates:
+        if place and _verified(Path(place)):
+            return Path(place), origin
+    from eval_data import DataError, official_question_set
+
+    previous = os.environ.pop(ENV_FILE, None)
+    try:
+        return official_question_set(timeout=10), "the verified download"
+    except DataError as err:
+        return None, f"not in ${ENV_FILE}, the cache or ../shared/eval_data, and {err}"
+    finally:
+        if previous is not None:
+            os.environ[ENV_FILE] = previous
+
+
+def stand_in_text(count: int = BENCH_BATCH) -> str:
+    """A course-format file of `count` questions: the built-in sample's, repeated in order."""
+    pairs = load_course_file(SAMPLE_FILE)
+    blocks = []
+    for n in range(1, count + 1):
+        pair = pairs[(n - 1) % len(pairs)]
+        blocks.append(f"（{n}. 问题：{pair.question}\n答案：{pair.reference}\n")
+    return "\n".join(blocks)
+
+
+def pytest_report_header(config) -> str:
+    """Say which question set the run uses, first thing in pytest's output."""
+    found, origin = find_official_set()
+    if found is None:
+        return (
+            "question set: the built-in sample's questions repeated to 358; the official set "
+            f"is unavailable ({origin}), so the checks of its figures are skipped"
+        )
+    return f"question set: the official 358 questions, from {origin}"
+
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """The official question set and seed figures, copied (never committed)."""
-    target = tmp_path_factory.mktemp("eval_data")
-    for name in ("official_test_358.txt", "seed_eval_details.json"):
-        source = SHARED_DATA / name
-        if not source.is_file():
-            pytest.fail(f"{source} is missing: tests need ../shared/eval_data beside the checkout")
-        shutil.copy(source, target / name)
-    os.environ["QWEN_DEMO_EVAL_FILE"] = str(target / "official_test_358.txt")
-    return target
+def questions(tmp_path_factory) -> QuestionSet:
+    """The question file the tests use, also set as `QWEN_DEMO_EVAL_FILE` so that the app
+    instances they start serve it as their 358-question set."""
+    found, origin = find_official_set()
+    target = tmp_path_factory.mktemp("eval_data") / FILE_NAME
+    if found is None:
+        target.write_text(stand_in_text(), encoding="utf-8")
+    else:
+        shutil.copy(found, target)
+    os.environ[ENV_FILE] = str(target)
+    return QuestionSet(target, found is not None, origin)
 
 
 @pytest.fixture(scope="session")
-def question_file(data_dir) -> Path:
-    return data_dir / "official_test_358.txt"
+def question_file(questions) -> Path:
+    """The tests' 358-question file: the official set where available, else the stand-in."""
+    return questions.path
 
 
 @pytest.fixture(scope="session")
-def seed_details(data_dir) -> list[dict]:
-    return json.loads((data_dir / "seed_eval_details.json").read_text(encoding="utf-8"))
+def official_file(questions) -> Path:
+    """The official question file; the test is skipped, with the reason, where it is missing."""
+    if not questions.official:
+        pytest.skip(f"official question set unavailable: {questions.origin}")
+    return questions.path
+
+
+@pytest.fixture(scope="session")
+def seed_details() -> list[dict]:
+    """The official per-question ROUGE-L figures (never committed; ../shared/eval_data)."""
+    source = SHARED_DATA / "seed_eval_details.json"
+    if not source.is_file():
+        pytest.skip(f"official per-question ROUGE-L figures unavailable: no {source}")
+    return json.loads(source.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +154,12 @@ def tokenizer(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
-def service(tiny_model_dir, data_dir):
-    """One real engine (vLLM CPU backend, tiny-random) for the in-process tests."""
+def service(tiny_model_dir, questions):
+    """One real engine (tiny-random) for the in-process tests."""
     from engine import EngineService, make_config
 
     svc = EngineService(
-        make_config("cpu", model="tiny-random", max_model_len=1024, max_queued_requests=600),
+        make_config(TEST_PROFILE, model="tiny-random", max_queued_requests=600, **TEST_ENGINE),
         auto_restart=False,
     )
     svc.start()
@@ -146,14 +234,16 @@ def launch_app(
         "-u",
         str(ROOT / "app.py"),
         "--profile",
-        "cpu",
+        TEST_PROFILE,
         *(["--model", model] if model else []),
         "--port",
         str(ui_port),
         "--api-port",
         str(api_port),
         "--max-model-len",
-        "1024",
+        str(TEST_ENGINE["max_model_len"]),
+        "--gpu-memory-utilization",
+        str(TEST_ENGINE["gpu_memory_utilization"]),
         *extra,
     ]
     environment = {**os.environ, **(env or {})}
@@ -205,7 +295,7 @@ def stop_app(app: RunningApp, timeout: float = 90) -> int:
 
 
 @pytest.fixture(scope="session")
-def app(tmp_path_factory, data_dir, tiny_model_dir) -> RunningApp:
+def app(tmp_path_factory, questions, tiny_model_dir) -> RunningApp:
     """The app as a user runs it, engine warm; shared by HTTP, client, browser and load tests."""
     running = launch_app(tmp_path_factory.mktemp("app"))
     wait_ready(running)

@@ -21,7 +21,7 @@ def bench(*args, timeout=900):
     )
 
 
-def test_replay_on_8_questions_writes_the_documented_json(tmp_path, data_dir):
+def test_replay_on_8_questions_writes_the_documented_json(tmp_path, questions):
     out = tmp_path / "result.json"
     done = bench(
         "--workload",
@@ -81,7 +81,7 @@ def test_replay_on_8_questions_writes_the_documented_json(tmp_path, data_dir):
         (["--data", "/no/such/file.txt"], "not found"),
     ],
 )
-def test_bad_arguments_exit_with_a_message(args, message, data_dir):
+def test_bad_arguments_exit_with_a_message(args, message, questions):
     done = bench("--model", "tiny-random", "--profile", "cpu", *args, timeout=120)
     assert done.returncode != 0
     assert message in done.stderr

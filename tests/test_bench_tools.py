@@ -26,7 +26,7 @@ def run(module, *args, timeout=600):
     return done
 
 
-def test_bare_runs_every_workload_on_one_engine(tmp_path, data_dir):
+def test_bare_runs_every_workload_on_one_engine(tmp_path, questions):
     out = tmp_path / "bare.json"
     run(
         "bench.bare",
@@ -49,7 +49,7 @@ def test_bare_runs_every_workload_on_one_engine(tmp_path, data_dir):
     assert full["median_tokens_per_second"] > 0
 
 
-def test_profile_reports_steps_and_where_python_spends_them(tmp_path, data_dir):
+def test_profile_reports_steps_and_where_python_spends_them(tmp_path, questions):
     out = tmp_path / "prof"
     done = run("bench.profile", *SMALL, "--workload", "full", "--out", str(out))
     report = json.loads((out / "profile.json").read_text())
@@ -85,7 +85,7 @@ def test_kernel_kinds_and_per_step_figures():
     assert per_step({"kernels": "no CUDA"}, 250, 28) == {}
 
 
-def test_replicas_split_the_batch_and_add_up(tmp_path, data_dir):
+def test_replicas_split_the_batch_and_add_up(tmp_path, questions):
     out = tmp_path / "replicas.json"
     run(
         "bench.replicas",
@@ -128,7 +128,7 @@ def test_nonsense_arguments_get_a_clear_message(module, args, message):
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
 
 
-def test_compare_reports_a_failed_variant_and_still_writes_its_table(tmp_path, data_dir):
+def test_compare_reports_a_failed_variant_and_still_writes_its_table(tmp_path, questions):
     done = subprocess.run(
         [
             sys.executable,

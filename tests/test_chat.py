@@ -55,10 +55,11 @@ def test_thinking_on_is_the_course_prompt_and_off_adds_an_empty_think_block(toke
     )
 
 
-def test_course_prompts_have_the_documented_token_counts(tokenizer, question_file):
+def course_token_counts(tokenizer, path) -> tuple[int, int, int, int]:
+    """(questions, prompt tokens thinking on, prompt tokens thinking off, replay tokens)."""
     from eval_data import load_course_file
 
-    pairs = load_course_file(question_file)
+    pairs = load_course_file(path)
 
     def prompt_tokens(thinking: bool) -> int:
         prompts = [
@@ -66,12 +67,22 @@ def test_course_prompts_have_the_documented_token_counts(tokenizer, question_fil
         ]
         return sum(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts)
 
-    assert prompt_tokens(True) == 14_193  # the course prompt (BENCHMARK.md)
-    assert prompt_tokens(False) == 14_193 + 4 * 358  # <think> \n\n </think> \n\n per prompt
     replay = sum(
         min(256, len(tokenizer.encode(p.reference, add_special_tokens=False))) for p in pairs
     )
-    assert replay == 40_118
+    return len(pairs), prompt_tokens(True), prompt_tokens(False), replay
+
+
+def test_thinking_off_adds_the_empty_think_block_to_every_prompt(tokenizer, question_file):
+    n, on, off, replay = course_token_counts(tokenizer, question_file)
+    assert off == on + 4 * n  # <think> \n\n </think> \n\n per prompt
+    assert replay > n  # every reference answer is longer than one token
+
+
+def test_course_prompts_have_the_documented_token_counts(tokenizer, official_file):
+    n, on, off, replay = course_token_counts(tokenizer, official_file)
+    assert (n, on, replay) == (358, 14_193, 40_118)  # BENCHMARK.md
+    assert off == 14_193 + 4 * 358
 
 
 def streamed_pieces(tokenizer, text: str) -> list[str]:

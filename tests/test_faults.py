@@ -91,7 +91,7 @@ def private_app(tmp_path_factory, name: str, *flags: str, env: dict | None = Non
 # ---- one instance for bad input, share, and benchmark runs ---------------------------------
 class TestGuardedInstance:
     @pytest.fixture(scope="class")
-    def guarded(self, tmp_path_factory, data_dir, tiny_model_dir):
+    def guarded(self, tmp_path_factory, questions, tiny_model_dir):
         yield from private_app(
             tmp_path_factory,
             "guarded",
@@ -321,7 +321,7 @@ class TestGuardedInstance:
 # ---- one instance that loses its engine, then is shut down --------------------------------
 class TestEngineLifecycle:
     @pytest.fixture(scope="class")
-    def restartable(self, tmp_path_factory, data_dir, tiny_model_dir):
+    def restartable(self, tmp_path_factory, questions, tiny_model_dir):
         yield from private_app(tmp_path_factory, "restartable", env={"QWEN_DEMO_API_TOKEN": ""})
 
     @pytest.mark.timeout(600)

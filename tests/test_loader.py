@@ -5,8 +5,8 @@ import pytest
 from eval_data import FormatError, load_course_file, parse_course_text
 
 
-def test_official_file_matches_the_official_pairs(question_file, seed_details):
-    pairs = load_course_file(question_file)
+def test_official_file_matches_the_official_pairs(official_file, seed_details):
+    pairs = load_course_file(official_file)
     assert len(pairs) == 358
     assert [p.question for p in pairs] == [d["question"] for d in seed_details]
     assert [p.reference for p in pairs] == [d["reference"] for d in seed_details]

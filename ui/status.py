@@ -54,6 +54,8 @@ def status_markdown(status: EngineStatus, restarts: int = 0) -> str:
         )
         if status.startup_seconds is not None:
             head += f" · start-up {status.startup_seconds:.0f} s"
+        if info.get("profile_reason"):
+            head += f"  \nprofile `{info.get('profile', '?')}` {info['profile_reason']}"
     if restarts:
         head += f" · engine restarts: {restarts}"
     return head
