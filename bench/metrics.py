@@ -55,3 +55,38 @@ def percentile(values: list[float], q: float) -> float | None:
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def rank_split(served: list[tuple[int | None, int]], steps: list[tuple[int, int]]) -> list[dict]:
+    """How a batch spread over data-parallel ranks.
+
+    `served`: (rank, output tokens) of each request (rank None: not known); `steps`: (rank,
+    requests running after the step) of each engine step. Returns one row per rank, in rank
+    order: requests, output tokens, engine steps, and the mean batch of its working steps.
+    """
+    ranks = sorted({r for r, _ in served if r is not None} | {r for r, _ in steps})
+    rows = []
+    for rank in ranks:
+        batches = [running for r, running in steps if r == rank and running]
+        rows.append(
+            {
+                "rank": rank,
+                "requests": sum(1 for r, _ in served if r == rank),
+                "output_tokens": sum(n for r, n in served if r == rank),
+                "engine_steps": sum(1 for r, _ in steps if r == rank),
+                "mean_batch": round(fmean(batches), 1) if batches else None,
+            }
+        )
+    return rows
+
+
+def first_step_requests(steps: list[tuple[int, int, int]]) -> int | None:
+    """Requests in the engine at each rank's first working step, added up over the ranks.
+
+    `steps`: (rank, running, waiting) of each engine step, in order. None when none worked.
+    """
+    first: dict[int, int] = {}
+    for rank, running, waiting in steps:
+        if running and rank not in first:
+            first[rank] = running + waiting
+    return sum(first.values()) if first else None

@@ -66,6 +66,15 @@ class EngineConfig:
     # (engine.chat.default_thinking; on for random-weight models).
     thinking: bool | None = None
     seed: int = 0
+    # vLLM's data parallelism: one engine rank per GPU behind the one AsyncLLM (its DP
+    # coordinator balances the requests). Several hosts: this host runs `data_parallel_size_local`
+    # ranks; the others join at `data_parallel_address`:`data_parallel_rpc_port`
+    # (`python -m engine.rank`).
+    data_parallel_size: int = 1
+    data_parallel_size_local: int | None = None
+    data_parallel_address: str | None = None
+    data_parallel_rpc_port: int | None = None
+    data_parallel_join_timeout: float = 600.0  # seconds the head waits for remote ranks
     extra_engine_args: dict = field(default_factory=dict)
     # Why this profile, set by `auto`: "chosen by auto for NVIDIA A10G (Ampere, ...)".
     profile_reason: str = ""
@@ -83,6 +92,7 @@ class EngineConfig:
             "stream_interval",
             "warmup_tokens",
             "cpu_kvcache_gib",
+            "data_parallel_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -95,6 +105,17 @@ class EngineConfig:
                 f"batch_submit must be one of {', '.join(BATCH_SUBMIT_MODES)}, "
                 f"got {self.batch_submit!r}"
             )
+        local = self.data_parallel_size_local
+        if local is not None and not 1 <= local <= self.data_parallel_size:
+            raise ValueError(
+                f"data_parallel_size_local must be within 1..{self.data_parallel_size} "
+                f"(data_parallel_size), got {local}"
+            )
+        if self.remote_ranks and not self.data_parallel_address:
+            raise ValueError(
+                "ranks on other hosts need data_parallel_address (this host's address, "
+                "which they connect to)"
+            )
         if self.compile_backend not in (None, "inductor", "eager", "none"):
             raise ValueError(
                 f"compile_backend must be inductor, eager or none, got {self.compile_backend!r}"
@@ -104,6 +125,16 @@ class EngineConfig:
     def on_cpu(self) -> bool:
         """Whether vLLM runs on the CPU here (its CPU build, or no GPU), whatever the profile."""
         return devices.runs_on_cpu()
+
+    @property
+    def local_ranks(self) -> int:
+        """Data-parallel ranks (GPUs) this host runs."""
+        return self.data_parallel_size_local or self.data_parallel_size
+
+    @property
+    def remote_ranks(self) -> int:
+        """Data-parallel ranks that other hosts run (`python -m engine.rank` there)."""
+        return self.data_parallel_size - self.local_ranks
 
     def engine_kwargs(self) -> dict:
         """Keyword arguments for vLLM's `AsyncEngineArgs` (model path resolved separately)."""
@@ -128,11 +159,22 @@ class EngineConfig:
             block_size=self.block_size,
             disable_log_stats=self.disable_log_stats or None,
             seed=self.seed,
+            **self._data_parallel(),
         )
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         if kwargs.get("stream_interval") == 1:
             kwargs.pop("stream_interval")  # the default; older vLLM lacks the argument
         return {**kwargs, **self.extra_engine_args}
+
+    def _data_parallel(self) -> dict:
+        if self.data_parallel_size == 1:
+            return {}
+        return dict(
+            data_parallel_size=self.data_parallel_size,
+            data_parallel_size_local=self.data_parallel_size_local,
+            data_parallel_address=self.data_parallel_address,
+            data_parallel_rpc_port=self.data_parallel_rpc_port,
+        )
 
     def _compilation(self) -> dict | None:
         merged = dict(self.compilation_config or {})
@@ -329,6 +371,10 @@ _FLAG_FIELDS = (
     "batch_submit",
     "cpu_kvcache_gib",
     "seed",
+    "data_parallel_size_local",
+    "data_parallel_address",
+    "data_parallel_rpc_port",
+    "data_parallel_join_timeout",
 )
 
 
@@ -395,6 +441,26 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--cudagraph-capture-sizes", type=_parse_sizes, default=None, metavar="N,N,..."
     )
+    group.add_argument(
+        "--data-parallel-size",
+        type=_parse_ranks,
+        default=None,
+        metavar="N|auto",
+        help="engine ranks through vLLM's data parallelism, one per GPU (default 1; auto: "
+        "every visible GPU; CUDA_VISIBLE_DEVICES chooses them); with ranks on other hosts, "
+        "the total of all hosts",
+    )
+
+
+def _parse_ranks(text: str) -> int | str:
+    return "auto" if text.lower() == "auto" else positive_int(text)
+
+
+def resolve_ranks(value: int | str | None) -> int | None:
+    """`--data-parallel-size`: a number as given, `auto` = every visible GPU (1 on the CPU)."""
+    if value != "auto":
+        return value
+    return 1 if devices.runs_on_cpu() else len(devices.gpus())
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -408,7 +474,12 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         "cudagraph_capture_sizes",
     )
     overrides = {n: getattr(args, n) for n in names}
-    return make_config(args.profile, thinking=_thinking_override(args.thinking), **overrides)
+    return make_config(
+        args.profile,
+        thinking=_thinking_override(args.thinking),
+        data_parallel_size=resolve_ranks(args.data_parallel_size),
+        **overrides,
+    )
 
 
 def _thinking_override(value):

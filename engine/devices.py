@@ -154,15 +154,34 @@ def runs_on_cpu() -> bool:
     return vllm_build() == "cpu" or not gpus()
 
 
+def placement(config) -> dict:
+    """Where a configuration's engine runs, for status lines: `device` ('CPU', a GPU's name, or
+    '2 GPUs (0: ..., 1: ...)'), `data_parallel` (ranks in all), and `idle_gpus` (a note when
+    this host shows GPUs that the engine leaves idle, naming the flag that uses them)."""
+    ranks, here, remote = config.data_parallel_size, config.local_ranks, config.remote_ranks
+    if config.on_cpu:
+        device = "CPU" if ranks == 1 else f"CPU ({ranks} data-parallel ranks)"
+        return {"device": device, "data_parallel": ranks, "idle_gpus": ""}
+    seen = gpus()
+    used = seen[:here]
+    if len(used) == 1:
+        device = used[0].name
+    else:
+        device = f"{len(used)} GPUs ({', '.join(f'{i}: {g.name}' for i, g in enumerate(used))})"
+    if remote:
+        device += f" + {remote} data-parallel rank{'s' * (remote > 1)} on other hosts"
+    idle = ""
+    if len(seen) > here:
+        idle = (
+            f"{len(seen) - here} more GPU{'s' * (len(seen) - here > 1)} visible and idle: "
+            f"--data-parallel-size auto uses all {len(seen)}"
+        )
+    return {"device": device, "data_parallel": ranks, "idle_gpus": idle}
+
+
 def device_name(config) -> str:
     """Human-readable device of a configuration: 'CPU', or the GPUs it uses."""
-    if config.on_cpu:
-        return "CPU"
-    used = gpus()[: max(1, getattr(config, "data_parallel_size", 1))]
-    if len(used) == 1:
-        return used[0].name
-    names = sorted({g.name for g in used})
-    return f"{len(used)} x {' / '.join(names)}"
+    return placement(config)["device"]
 
 
 def main() -> int:

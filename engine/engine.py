@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 import time
 import uuid
 from collections import deque
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from engine import modelinfo
 from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt, resolve_thinking
 from engine.config import BATCH_SUBMIT_MODES, EngineConfig
-from engine.devices import device_name
+from engine.devices import placement
 from engine.models import ResolvedModel, resolve_model
 
 MODELINFO_TIMEOUT_S = 120  # the side inspection of the model class (engine.modelinfo)
@@ -95,6 +96,7 @@ class Completion:
     ttft_s: float | None
     latency_s: float
     finish_reason: str | None
+    rank: int | None = None  # the data-parallel rank that served it (None: not known)
 
     @property
     def output_tokens(self) -> int:
@@ -127,42 +129,70 @@ class EngineStatus:
 
 @dataclass(frozen=True)
 class Step:
-    """One engine step as vLLM's stat hook reports it."""
+    """One engine step of one data-parallel rank, as vLLM's stat hook reports it."""
 
-    running: int  # requests scheduled in the engine after this step
-    waiting: int  # requests queued in the engine, not yet scheduled
+    running: int  # requests scheduled in the rank after this step
+    waiting: int  # requests queued in the rank, not yet scheduled
     prompt_tokens: int  # prefilled in this step
     generated_tokens: int  # sampled in this step
+    rank: int = 0  # the data-parallel rank (vLLM's engine index)
 
 
 @dataclass
-class Counters:
-    """Live figures from vLLM's stat hook: tokens generated, queue lengths, recent steps."""
+class RankCounters:
+    """One data-parallel rank's figures: tokens generated, its scheduler's last queues."""
 
     generated_tokens: int = 0
     running: int = 0
     waiting: int = 0
-    steps: deque = field(default_factory=lambda: deque(maxlen=4096))
+
+
+@dataclass
+class Counters:
+    """Live figures from vLLM's stat hook, kept per data-parallel rank and summed: tokens
+    generated, queue lengths; and the recent steps of every rank."""
+
+    ranks: dict[int, RankCounters] = field(default_factory=dict)
+    steps: deque = field(default_factory=lambda: deque(maxlen=8192))
+
+    def rank(self, index: int) -> RankCounters:
+        return self.ranks.setdefault(index, RankCounters())
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(r.generated_tokens for r in list(self.ranks.values()))
+
+    @property
+    def running(self) -> int:
+        return sum(r.running for r in list(self.ranks.values()))
+
+    @property
+    def waiting(self) -> int:
+        return sum(r.waiting for r in list(self.ranks.values()))
 
 
 def _stat_logger(counters: Counters):
-    """A vLLM stat-logger class that feeds `counters` every engine step."""
+    """A vLLM stat-logger class that feeds `counters`; vLLM builds one per data-parallel
+    rank, with that rank's engine index."""
     from vllm.v1.metrics.loggers import StatLoggerBase
 
     class StepRecorder(StatLoggerBase):
         def __init__(self, vllm_config, engine_index: int = 0):
-            pass
+            self.mine = counters.rank(engine_index)
+            self.engine_index = engine_index
 
         def record(self, scheduler_stats, iteration_stats, *args, **kwargs):
             prompt = generated = 0
             if iteration_stats is not None:
                 prompt = iteration_stats.num_prompt_tokens
                 generated = iteration_stats.num_generation_tokens
-                counters.generated_tokens += generated
+                self.mine.generated_tokens += generated
             if scheduler_stats is not None:
-                counters.running = scheduler_stats.num_running_reqs
-                counters.waiting = scheduler_stats.num_waiting_reqs
-                counters.steps.append(Step(counters.running, counters.waiting, prompt, generated))
+                self.mine.running = scheduler_stats.num_running_reqs
+                self.mine.waiting = scheduler_stats.num_waiting_reqs
+                counters.steps.append(
+                    Step(self.mine.running, self.mine.waiting, prompt, generated, self.engine_index)
+                )
 
         def log_engine_initialized(self):
             pass
@@ -188,6 +218,12 @@ def engine_kwargs_for(config: EngineConfig, model: ResolvedModel) -> dict:
     if dropped:
         print(f"[engine] this vLLM has no setting {', '.join(dropped)}; ignored", flush=True)
     return {k: v for k, v in kwargs.items() if k in known}
+
+
+def prepare_environment(config: EngineConfig) -> None:
+    """Environment vLLM reads at start: the CPU backend's KV-cache size (GiB)."""
+    if config.on_cpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kvcache_gib))
 
 
 def _import_vllm():
@@ -235,6 +271,16 @@ def _tokens_input_supported() -> bool:
     return True
 
 
+def _rank_of(llm, internal_id: str) -> int | None:
+    """The data-parallel rank vLLM's load balancer gave a request just added, by vLLM's
+    internal request id (0 without data parallelism; None once it has finished)."""
+    placed = getattr(llm.engine_core, "reqs_in_flight", None)
+    if placed is None:
+        return 0
+    identity = placed.get(internal_id)
+    return None if identity is None else int.from_bytes(identity, "little")
+
+
 async def _collected(collector) -> AsyncIterator:
     """The RequestOutputs of one request added with `AsyncLLM.add_request`, until finished."""
     try:
@@ -245,6 +291,36 @@ async def _collected(collector) -> AsyncIterator:
                 return
     finally:
         collector.close()
+
+
+def _in_daemon_thread(work, future: asyncio.Future) -> None:
+    """Run `work()` in a daemon thread (it may never return) and settle `future` with it."""
+    loop = future.get_loop()
+
+    def settle(outcome, failed: bool) -> None:
+        if not future.done():
+            future.set_exception(outcome) if failed else future.set_result(outcome)
+
+    def run() -> None:
+        try:
+            loop.call_soon_threadsafe(settle, work(), False)
+        except BaseException as err:  # noqa: BLE001  (handed to the waiting coroutine)
+            loop.call_soon_threadsafe(settle, err, True)
+
+    threading.Thread(target=run, name="engine-build", daemon=True).start()
+
+
+def _stop_child_processes() -> None:
+    """End this process's children (vLLM's local ranks and DP coordinator of a build that
+    never finished), so that nothing is left holding the GPUs."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        child.kill()
 
 
 def build_engine_args(config: EngineConfig, model: ResolvedModel):
@@ -318,8 +394,7 @@ class Engine:
 
         async with self._startup_phase("model", "loading", f"resolving model {self.config.model}"):
             self.model = await asyncio.to_thread(resolve_model, self.config.model, progress)
-        if self.config.on_cpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.cpu_kvcache_gib))
+        prepare_environment(self.config)
         # vLLM's first-start model inspection imports vLLM in a process of its own: run it
         # now, beside this process's import, rather than after it.
         side = modelinfo.start(self.model.path)
@@ -331,9 +406,10 @@ class Engine:
         async with self._startup_phase("engine", "loading", engine_message):
             await asyncio.to_thread(modelinfo.wait, side, MODELINFO_TIMEOUT_S)
             args = build_engine_args(self.config, self.model)
-            self._llm = await asyncio.to_thread(
+            build = functools.partial(
                 AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self.counters)]
             )
+            self._llm = await self._with_remote_ranks(build)
             self.tokenizer = await asyncio.to_thread(_load_tokenizer, self.model.path)
         self.thinking = resolve_thinking(
             self.config.thinking, self.config.model, self.model.random_weights
@@ -344,7 +420,7 @@ class Engine:
                 "model": self.model.name,
                 "model_source": self.model.source,
                 "random_weights": self.model.random_weights,
-                "device": device_name(self.config),
+                **placement(self.config),
                 "vllm": vllm_version,
                 "profile": self.config.profile,
                 "profile_reason": self.config.profile_reason,
@@ -352,6 +428,31 @@ class Engine:
                 "thinking": self.thinking,
             },
         )
+
+    async def _with_remote_ranks(self, build):
+        """Build the AsyncLLM; with ranks on other hosts, wait for them at most the configured
+        time (vLLM itself would wait forever) and say what to start there."""
+        remote = self.config.remote_ranks
+        if not remote:
+            return await asyncio.to_thread(build)
+        where = f"{self.config.data_parallel_address}:{self.config.data_parallel_rpc_port}"
+        self._set(
+            "loading",
+            f"starting {self.config.local_ranks} rank(s) here and waiting for {remote} on other "
+            f"hosts to join at {where}",
+        )
+        done = asyncio.get_running_loop().create_future()
+        _in_daemon_thread(build, done)
+        timeout = self.config.data_parallel_join_timeout
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            _stop_child_processes()
+            raise EngineUnavailable(
+                f"the {remote} data-parallel rank(s) on other hosts did not join {where} within "
+                f"{timeout:.0f} s; start them there with `python -m engine.rank` and the same "
+                "engine flags (README: several hosts), then restart"
+            ) from None
 
     async def warm_up(self) -> None:
         """Run one batch at the benchmark's shape so compile and graphs are paid before use."""
@@ -519,6 +620,7 @@ class Engine:
         ]
         done: asyncio.Queue = asyncio.Queue()
         unfinished = set(ids)
+        ranks: list[int | None] = [None] * len(prompts)
         start = time.perf_counter()
 
         def finish(i: int, final) -> None:
@@ -537,6 +639,7 @@ class Engine:
                     ttft,
                     time.perf_counter() - start,
                     piece.finish_reason,
+                    ranks[i],
                 )
             )
 
@@ -561,6 +664,7 @@ class Engine:
                         collector = await llm.add_request(
                             ids[i], token_prompt(prompts[i]), samplings[i]
                         )
+                        ranks[i] = _rank_of(llm, collector.request_id)
                         tasks.append(asyncio.create_task(follow(i, _collected(collector))))
             for _ in range(len(prompts)):
                 item = await done.get()

@@ -2,7 +2,14 @@
 
 import pytest
 
-from bench.metrics import mean, percentile, rouge_l_f1, tokens_per_second
+from bench.metrics import (
+    first_step_requests,
+    mean,
+    percentile,
+    rank_split,
+    rouge_l_f1,
+    tokens_per_second,
+)
 
 
 def test_rouge_l_reproduces_all_358_official_values(seed_details):
@@ -34,3 +41,18 @@ def test_throughput_and_percentiles():
     assert percentile([], 95) is None
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile(list(range(101)), 95) == pytest.approx(95.0)
+
+
+def test_rank_split_counts_each_ranks_share():
+    served = [(0, 10), (1, 12), (0, 5), (None, 7)]
+    steps = [(0, 2), (1, 1), (0, 1), (1, 0), (0, 0)]
+    assert rank_split(served, steps) == [
+        {"rank": 0, "requests": 2, "output_tokens": 15, "engine_steps": 3, "mean_batch": 1.5},
+        {"rank": 1, "requests": 1, "output_tokens": 12, "engine_steps": 2, "mean_batch": 1.0},
+    ]
+    assert rank_split([], []) == []
+
+
+def test_first_step_requests_adds_each_ranks_first_working_step():
+    assert first_step_requests([(0, 0, 0), (0, 179, 0), (1, 170, 9), (0, 179, 0)]) == 358
+    assert first_step_requests([(0, 0, 3)]) is None

@@ -34,7 +34,7 @@ def startup_line(status: EngineStatus, now: float | None = None) -> str:
 
 
 def status_markdown(status: EngineStatus, restarts: int = 0) -> str:
-    """One to three lines of Markdown describing the engine's state."""
+    """A few lines of Markdown describing the engine's state."""
     head = f"{phase_badge(status.phase)} {status.message}"
     if status.progress is not None and status.phase != "ready":
         head += f" · {status.progress:.0%}"
@@ -56,6 +56,8 @@ def status_markdown(status: EngineStatus, restarts: int = 0) -> str:
             head += f" · start-up {status.startup_seconds:.0f} s"
         if info.get("profile_reason"):
             head += f"  \nprofile `{info.get('profile', '?')}` {info['profile_reason']}"
+        if info.get("idle_gpus"):
+            head += f"  \n{info['idle_gpus']}"
     if restarts:
         head += f" · engine restarts: {restarts}"
     return head
