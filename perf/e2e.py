@@ -79,9 +79,7 @@ def chat(ui: str) -> dict:
         chunks += 1
         first = first if first is not None else time.monotonic() - began
         last = output
-    text = "".join(
-        m.get("content") or "" for m in last or [] if isinstance(m.get("content"), str)
-    )
+    text = "".join(m.get("content") or "" for m in last or [] if isinstance(m.get("content"), str))
     return {
         "chunks": chunks,
         "first_chunk_s": first,
