@@ -75,6 +75,9 @@ class EngineConfig:
     data_parallel_address: str | None = None
     data_parallel_rpc_port: int | None = None
     data_parallel_join_timeout: float = 600.0  # seconds the head waits for remote ranks
+    # vLLM's executor inside each rank: None (vLLM's choice; `mp`, a worker process, with data
+    # parallelism) or `uni` (the model runs in the rank's own process).
+    distributed_executor_backend: str | None = None
     extra_engine_args: dict = field(default_factory=dict)
     # Why this profile, set by `auto`: "chosen by auto for NVIDIA A10G (Ampere, ...)".
     profile_reason: str = ""
@@ -115,6 +118,11 @@ class EngineConfig:
             raise ValueError(
                 "ranks on other hosts need data_parallel_address (this host's address, "
                 "which they connect to)"
+            )
+        if self.distributed_executor_backend not in (None, "mp", "uni"):
+            raise ValueError(
+                "distributed_executor_backend must be mp or uni, "
+                f"got {self.distributed_executor_backend!r}"
             )
         if self.compile_backend not in (None, "inductor", "eager", "none"):
             raise ValueError(
@@ -159,6 +167,7 @@ class EngineConfig:
             block_size=self.block_size,
             disable_log_stats=self.disable_log_stats or None,
             seed=self.seed,
+            distributed_executor_backend=self.distributed_executor_backend,
             **self._data_parallel(),
         )
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -375,6 +384,7 @@ _FLAG_FIELDS = (
     "data_parallel_address",
     "data_parallel_rpc_port",
     "data_parallel_join_timeout",
+    "distributed_executor_backend",
 )
 
 
