@@ -8,7 +8,7 @@ app's front end: AsyncLLM's output handling for every rank) and of each descenda
 process title (VLLM::EngineCore_DP0, VLLM::Worker, VLLM::DPCoordinator, ...). One process
 near 100 % (a core) while the GPUs wait is where a step's time goes. Writes every sample
 and, per process, the mean and the 90th percentile over the busy samples (those where the
-command's processes together use more than one core).
+command's processes together use more than half their highest total).
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ def sample(command: list[str], interval: float) -> tuple[int, list[dict]]:
 
 
 def busy_summary(samples: list[dict]) -> dict:
-    """Per process: mean and p90 CPU % over the samples where all together exceed 100 %."""
-    busy = [s for s in samples if sum(v for k, v in s.items() if k != "t") > 100]
+    """Per process: mean and p90 CPU % over the busy samples (all processes together above
+    half their highest total)."""
+    totals = [sum(v for k, v in s.items() if k != "t") for s in samples]
+    busy = [s for s, total in zip(samples, totals, strict=True) if total > max(totals) / 2]
     per: dict[str, list[float]] = defaultdict(list)
     for s in busy:
         for name, value in s.items():

@@ -20,7 +20,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
