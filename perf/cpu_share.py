@@ -63,7 +63,8 @@ def busy_summary(samples: list[dict]) -> dict:
     """Per process: mean and p90 CPU % over the busy samples (all processes together above
     half their highest total)."""
     totals = [sum(v for k, v in s.items() if k != "t") for s in samples]
-    busy = [s for s, total in zip(samples, totals, strict=True) if total > max(totals) / 2]
+    peak = max(totals, default=0)
+    busy = [s for s, total in zip(samples, totals, strict=True) if total > peak / 2]
     per: dict[str, list[float]] = defaultdict(list)
     for s in busy:
         for name, value in s.items():
