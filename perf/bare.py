@@ -12,7 +12,6 @@ per-run output tokens/s and the median; compare with `python -m bench`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,33 +20,21 @@ from pathlib import Path
 
 from bench.report import result_path
 from bench.workloads import workload_list
-from engine import add_config_arguments, config_from_args
+from engine import config_from_args
 from engine.config import positive_int
-from eval_data import DataError, FormatError, add_question_arguments, questions_from_args
-from perf.offline import offline_runs, offline_workloads
+from perf.offline import offline_runs, offline_workloads, tool_parser, tool_questions
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m perf.bare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = tool_parser("python -m perf.bare", __doc__)
     parser.add_argument(
         "--workload", type=workload_list, default=["replay"], help="e.g. replay,full"
     )
-    parser.add_argument("--limit", type=positive_int, default=358)
-    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
     parser.add_argument("--runs", type=positive_int, default=3)
     parser.add_argument("--in-process", action="store_true", help="engine core in this process")
-    add_question_arguments(parser)
     parser.add_argument("--out", type=Path, default=None)
-    add_config_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        pairs = questions_from_args(args)[0][: args.limit]
-    except (DataError, FormatError) as err:
-        parser.error(str(err))
+    pairs = tool_questions(parser, args)
     if args.in_process:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     config = config_from_args(args)

@@ -11,7 +11,6 @@ run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from bench.report import result_path
 from bench.workloads import workload_list
 from eval_data import add_question_arguments
+from perf.offline import command_parser
 
 ALL_SIZES = ",".join(map(str, [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]))
 
@@ -122,11 +122,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m perf.compare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m perf.compare", __doc__)
     parser.add_argument(
         "--variants",
         default="vllm-defaults,rtx5090,h100",

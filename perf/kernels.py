@@ -14,7 +14,6 @@ side only.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -23,11 +22,9 @@ import threading
 from pathlib import Path
 
 from bench.workloads import WORKLOADS
-from engine import add_config_arguments, config_from_args
-from engine.config import positive_int
+from engine import config_from_args
 from engine.models import resolve_model
-from eval_data import DataError, FormatError, add_question_arguments, questions_from_args
-from perf.offline import offline_requests, offline_workloads, start_llm, timed_generate
+from perf.offline import offline_batch, start_llm, timed_generate, tool_parser, tool_questions
 
 
 class StackSampler:
@@ -173,28 +170,16 @@ def kernel_summary(trace_path: Path, wall_s: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m perf.kernels",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = tool_parser("python -m perf.kernels", __doc__)
     parser.add_argument("--workload", choices=WORKLOADS, default="full")
-    parser.add_argument("--limit", type=positive_int, default=358)
-    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
-    add_question_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/profile"))
     parser.add_argument("--no-kernels", action="store_true", help="skip torch.profiler")
-    add_config_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        pairs = questions_from_args(args)[0][: args.limit]
-    except (DataError, FormatError) as err:
-        parser.error(str(err))
+    pairs = tool_questions(parser, args)
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     args.out.mkdir(parents=True, exist_ok=True)
     config = config_from_args(args)
-    batches = offline_workloads(config, [args.workload], pairs, args.max_new_tokens)
-    inputs, sampling = offline_requests(*batches[args.workload])
+    inputs, sampling = offline_batch(config, args.workload, pairs, args.max_new_tokens)
     llm = start_llm(config)
     steps = _count_steps(llm)
     timed_generate(llm, inputs, sampling)  # warm-up

@@ -1,23 +1,60 @@
-"""vLLM's offline `LLM` with the app's settings: the requests, the engine and a timed batch.
+"""What the measuring tools share: their common flags, and vLLM's offline `LLM` with the app's
+settings (the requests, the engine, a timed batch).
 
-The measuring tools (`perf.bare`, `perf.kernels`, `perf.replicas`) build the benchmark's
-requests here exactly as the app does (the course prompt's token ids, the workload's
-per-request settings, the same `SamplingParams`), start `LLM` from the same `EngineConfig`,
-and time `LLM.generate` the same way.
+The tools (`perf.bare`, `perf.kernels`, `perf.replicas`) build the benchmark's requests here
+exactly as the app does (the course prompt's token ids, the workload's per-request settings,
+the same `SamplingParams`), start `LLM` from the same `EngineConfig`, and time `LLM.generate`
+the same way.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from bench.workloads import BenchmarkSpec, build_params
+from engine import BENCH_BATCH, add_config_arguments
 from engine.chat import chat_prompt_ids, resolve_thinking, token_ids
-from engine.config import EngineConfig
+from engine.config import EngineConfig, positive_int
 from engine.engine import GenerationParams, engine_kwargs_for, load_tokenizer, sampling_params
 from engine.models import resolve_model
-from eval_data import QAPair
+from eval_data import (
+    DataError,
+    FormatError,
+    QAPair,
+    add_question_arguments,
+    questions_from_args,
+)
 
 Batch = tuple[list[list[int]], list[GenerationParams]]  # prompt token ids, per-request params
+
+
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A tool's parser, its module docstring as the description (kept as written)."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def tool_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the flags every offline tool takes: `--limit`, `--max-new-tokens`, the
+    question set (`--question-set`, `--data`) and the engine's flags (`--profile`, ...)."""
+    parser = command_parser(prog, description)
+    parser.add_argument("--limit", type=positive_int, default=BENCH_BATCH, help="questions")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
+    add_question_arguments(parser)
+    add_config_arguments(parser)
+    return parser
+
+
+def tool_questions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[QAPair]:
+    """The first `--limit` questions the flags chose; exits saying why when they cannot be had
+    (e.g. the official set offline)."""
+    try:
+        pairs = questions_from_args(args)[0]
+    except (DataError, FormatError) as err:
+        parser.error(str(err))
+    return pairs[: args.limit]
 
 
 def offline_workloads(
@@ -36,6 +73,12 @@ def offline_workloads(
         w: (prompts, build_params(encode, pairs, BenchmarkSpec(w, len(pairs), max_new_tokens)))
         for w in workloads
     }
+
+
+def offline_batch(config: EngineConfig, workload: str, pairs: list[QAPair], max_new_tokens: int):
+    """vLLM inputs and SamplingParams of one workload's batch over `pairs`."""
+    batches = offline_workloads(config, [workload], pairs, max_new_tokens)
+    return offline_requests(*batches[workload])
 
 
 def offline_requests(prompts: list[list[int]], params: list[GenerationParams]):

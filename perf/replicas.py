@@ -22,17 +22,15 @@ import time
 from pathlib import Path
 
 from bench.workloads import WORKLOADS
-from engine import add_config_arguments, config_from_args
+from engine import config_from_args
 from engine.config import positive_int
-from eval_data import DataError, FormatError, add_question_arguments, questions_from_args
-from perf.offline import offline_requests, offline_workloads, start_llm, timed_generate
+from perf.offline import offline_batch, start_llm, timed_generate, tool_parser, tool_questions
 
 
 def child(args, config, pairs) -> None:
     """One replica: build the engine, warm up, then run its shard whenever told to."""
-    share = pairs[args.shard : args.limit : args.replicas]
-    batches = offline_workloads(config, [args.workload], share, args.max_new_tokens)
-    inputs, sampling = offline_requests(*batches[args.workload])
+    share = pairs[args.shard :: args.replicas]
+    inputs, sampling = offline_batch(config, args.workload, share, args.max_new_tokens)
     overrides = {"gpu_memory_utilization": config.gpu_memory_utilization / args.replicas}
     if args.replicas > 1 and not config.on_cpu:
         # Replicas start together: a fixed KV cache size keeps each one's memory profiling
@@ -96,27 +94,20 @@ def parent(args, argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m perf.replicas", description=__doc__)
+    parser = tool_parser("python -m perf.replicas", __doc__)
     parser.add_argument("--replicas", type=positive_int, default=2)
     parser.add_argument("--workload", choices=WORKLOADS, default="full")
-    parser.add_argument("--limit", type=positive_int, default=358)
-    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
     parser.add_argument("--runs", type=positive_int, default=3)
-    add_question_arguments(parser)
     parser.add_argument("--kv-cache-gib", type=float, default=6.0, help="per replica, if > 1")
     parser.add_argument("--sync", default="/tmp/bench-replicas")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)
-    add_config_arguments(parser)
     args = parser.parse_args(argv)
     if args.kv_cache_gib <= 0:
         parser.error("--kv-cache-gib must be more than 0")
     if args.replicas > args.limit:
         parser.error(f"--replicas ({args.replicas}) must not exceed --limit ({args.limit})")
-    try:
-        pairs = questions_from_args(args)[0]
-    except (DataError, FormatError) as err:
-        parser.error(str(err))
+    pairs = tool_questions(parser, args)
     config = config_from_args(args)
     if args.shard is not None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
