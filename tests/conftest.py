@@ -249,3 +249,13 @@ def assistant_text(output) -> str:
         if isinstance(content, str):
             parts.append(content)
     return "".join(parts).strip()
+
+
+def offline_env(cache: Path) -> dict:
+    """The environment of a machine without network (HTTPS through a proxy that refuses), with
+    an empty cache folder and no local copy of the official question set."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "QWEN_DEMO_EVAL_FILE"}
+    env.update(QWEN_DEMO_CACHE=str(cache), https_proxy=closed, HTTPS_PROXY=closed)
+    env.update(no_proxy="", NO_PROXY="")
+    return env

@@ -1,13 +1,12 @@
 """`python -m bench`: the headless benchmark as a user runs it (own engine, JSON + CSV out)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -90,11 +89,8 @@ def test_bad_arguments_exit_with_a_message(args, message, data_dir):
 
 
 def test_offline_the_official_set_error_names_both_ways_out(tmp_path):
-    """No network (a proxy that refuses), no local copy: the message says what to do."""
-    closed = f"http://127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if k != "QWEN_DEMO_EVAL_FILE"}
-    env.update(QWEN_DEMO_CACHE=str(tmp_path), https_proxy=closed, HTTPS_PROXY=closed)
-    env.update(no_proxy="", NO_PROXY="")
+    """No network, no local copy: the message says what to do."""
+    env = offline_env(tmp_path)
     done = bench("--model", "tiny-random", "--profile", "cpu", timeout=120, env=env)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "QWEN_DEMO_EVAL_FILE" in done.stderr and "--question-set sample" in done.stderr

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -162,3 +162,27 @@ def test_compare_reports_a_failed_variant_and_still_writes_its_table(tmp_path):
         ("h100", "full", "exit 2, see its log"),
     ]
     assert "| h100 | full | exit 2, see its log |" in done.stdout
+
+
+def test_the_tools_load_neither_the_scorer_nor_vllm_when_imported():
+    code = (
+        "import sys, perf.bare, perf.kernels, perf.replicas, perf.compare; "
+        "print([m for m in ('jieba', 'rouge_score', 'vllm', 'gradio') if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("module", ["perf.bare", "perf.kernels", "perf.replicas"])
+def test_offline_a_tool_names_the_built_in_sample(module, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--model", "tiny-random", "--profile", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=offline_env(tmp_path),
+    )
+    assert done.returncode == 2 and "--question-set sample" in done.stderr, done.stderr[-2000:]
