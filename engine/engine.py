@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 from engine import modelinfo
@@ -543,8 +543,10 @@ class Engine:
 
         tasks: list[asyncio.Task] = []
         try:
-            async for i, outputs in self._add_batch(llm, ids, prompts, samplings, submit):
-                tasks.append(asyncio.create_task(follow(i, outputs)))
+            added = self._add_batch(llm, ids, prompts, samplings, submit)
+            async with aclosing(added):  # a held scheduler resumes however adding ends
+                async for i, outputs in added:
+                    tasks.append(asyncio.create_task(follow(i, outputs)))
             for _ in range(len(prompts)):
                 item = await done.get()
                 if isinstance(item, BaseException):
