@@ -28,6 +28,7 @@ RUN groupadd --gid 10001 qwen \
     && mkdir -p /models "${QWEN_DEMO_CACHE}" "${VLLM_CACHE_ROOT}" \
     && chown -R qwen:qwen /models "/home/qwen/.cache"
 
+# The app's code; the measuring tools (perf/) stay out (.dockerignore).
 COPY app.py api.py ./
 COPY engine/ engine/
 COPY eval_data/ eval_data/

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 from pathlib import Path
 
-from bench.report import result_path, samples_csv, summary_text
-from bench.runner import WORKLOADS, BenchmarkResult, BenchmarkSpec, run_benchmark
+from bench.report import result_path, summary_text, write_result
+from bench.runner import BenchmarkResult, run_benchmark
+from bench.workloads import WORKLOADS, BenchmarkSpec, workload_list
 from engine import EngineService, add_config_arguments, config_from_args
 from engine.config import BATCH_SUBMIT_MODES
-from eval_data import QUESTION_SETS, DataError, FormatError, load_course_file, question_set_path
+from eval_data import DataError, FormatError, add_question_arguments, questions_from_args
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,34 +32,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workload",
-        default="answer",
+        dest="workloads",
+        type=workload_list,
+        default=["answer"],
         help=f"one of {', '.join(WORKLOADS)}, or several joined by commas "
         "(one engine start serves them all)",
     )
     parser.add_argument("--limit", type=int, default=358, help="questions to send (1..358)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument(
-        "--question-set",
-        choices=sorted(QUESTION_SETS),
-        default="official",
-        help="official (358, downloaded once) or sample (24, built in)",
-    )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="question file in the course format (instead of --question-set)",
-    )
+    add_question_arguments(parser)
     parser.add_argument("--runs", type=int, default=1, help="measured runs after warm-up")
     parser.add_argument("--out", type=Path, default=None, help="result JSON (CSV written beside)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    args.workloads = args.workload.split(",")
-    bad = [w for w in args.workloads if w not in WORKLOADS]
-    if bad:
-        parser.error(f"unknown workload {bad[0]!r}; choose from {', '.join(WORKLOADS)}")
     # Several submit modes (e.g. hold,legacy) are compared on one engine start.
     args.submits = args.batch_submit.split(",") if args.batch_submit else [None]
     bad = [m for m in args.submits if m is not None and m not in BATCH_SUBMIT_MODES]
@@ -94,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = config_from_args(args)
-        pairs = load_course_file(args.data or question_set_path(args.question_set))
-        label = str(args.data) if args.data else QUESTION_SETS[args.question_set]
+        pairs, label = questions_from_args(args)
         specs = [
             BenchmarkSpec(w, args.limit, args.max_new_tokens, question_set=label, submit=m)
             for w in args.workloads
@@ -152,9 +138,7 @@ def report(results: list[dict], path: Path | None) -> None:
             f"median {statistics.median(figures):,.0f}"
         )
     if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(merged, ensure_ascii=False, indent=2), encoding="utf-8")
-        path.with_suffix(".csv").write_text(samples_csv(merged["samples"]), encoding="utf-8")
+        write_result(merged, path)
         print(f"wrote {path}")
 
 

@@ -208,8 +208,12 @@ def samples_csv(samples: list) -> str:
     return out.getvalue()
 
 
-def write_result(result: dict, json_path: Path, csv_path: Path | None = None) -> None:
-    """Write the result JSON (and the per-question CSV if a path is given)."""
-    Path(json_path).write_text(to_json(result), encoding="utf-8")
-    if csv_path:
-        Path(csv_path).write_text(samples_csv(result["samples"]), encoding="utf-8")
+def write_result(result: dict, json_path: Path) -> list[Path]:
+    """Write the result as JSON and its per-question rows as CSV beside it (same name, `.csv`);
+    return both paths."""
+    json_path = Path(json_path)
+    csv_path = json_path.with_suffix(".csv")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(to_json(result), encoding="utf-8")
+    csv_path.write_text(samples_csv(result["samples"]), encoding="utf-8")
+    return [json_path, csv_path]

@@ -1,9 +1,8 @@
-"""The batch-358 benchmark: build the workload, submit it at once, report progress, score.
+"""The batch-358 benchmark: submit the workload at once, report progress, score.
 
-Workloads (see BENCHMARKS.md): `answer` (greedy answers up to max_new_tokens, scored with
-ROUGE-L), `replay` (each request forced to its reference answer's token length, capped),
-`full` (every request forced to max_new_tokens). The runner is an async generator run on the
-engine's loop: it yields `Progress` events while requests finish and a `BenchmarkResult` last.
+The runner is an async generator run on the engine's loop: it yields `Progress` events while
+requests finish and a `BenchmarkResult` last. The workloads and the run's spec are in
+`bench.workloads`; scoring (ROUGE-L, `answer` only) runs in a process of its own.
 """
 
 from __future__ import annotations
@@ -13,45 +12,14 @@ import multiprocessing
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field, replace
 
 from bench.metrics import mean, percentile, rouge_l_f1, tokens_per_second
-from engine import BENCH_BATCH, DEFAULT_SYSTEM_PROMPT, GREEDY, Engine, answer_text
+from bench.workloads import BenchmarkSpec, build_params
+from engine import Completion, Engine, answer_text
 from engine.chat import prompt_description
 from eval_data import QAPair
-
-WORKLOADS = ("answer", "replay", "full")
-
-
-class BenchmarkError(ValueError):
-    """A benchmark request that cannot run (bad workload, count, or data)."""
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """What to run: workload, how many questions, generation budget, prompt style."""
-
-    workload: str = "answer"
-    limit: int = BENCH_BATCH
-    max_new_tokens: int = 256
-    thinking: bool | None = None  # None: the engine's course-prompt setting for its model
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    question_set: str = "official"  # a label for reports: which questions were asked
-    submit: str | None = None  # how the batch reaches vLLM (None: the engine's batch_submit)
-
-    def validate(self, available: int) -> None:
-        if self.workload not in WORKLOADS:
-            raise BenchmarkError(
-                f"workload must be one of {', '.join(WORKLOADS)}, got {self.workload!r}"
-            )
-        if not isinstance(self.limit, int) or not 1 <= self.limit <= available:
-            raise BenchmarkError(
-                f"number of questions must be within 1..{available}, got {self.limit!r}"
-            )
-        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 4096:
-            raise BenchmarkError(
-                f"max new tokens must be within 1..4096, got {self.max_new_tokens!r}"
-            )
 
 
 @dataclass(frozen=True)
@@ -109,19 +77,6 @@ class BenchmarkResult:
         return asdict(self)
 
 
-def build_params(encode, pairs: list[QAPair], spec: BenchmarkSpec):
-    """Per-request generation settings of a workload (all greedy); `encode`: text -> ids."""
-    if spec.workload == "answer":
-        return [replace(GREEDY, max_new_tokens=spec.max_new_tokens)] * len(pairs)
-    if spec.workload == "full":
-        return [replace(GREEDY, max_new_tokens=spec.max_new_tokens, ignore_eos=True)] * len(pairs)
-    lengths = [len(encode(p.reference)) for p in pairs]
-    return [
-        replace(GREEDY, max_new_tokens=max(1, min(spec.max_new_tokens, n)), ignore_eos=True)
-        for n in lengths
-    ]
-
-
 def score_answer(prediction: str, reference: str) -> float:
     """ROUGE-L of a model answer, its reasoning (if any) left out."""
     return rouge_l_f1(answer_text(prediction), reference)
@@ -137,40 +92,112 @@ async def run_benchmark(
     spec = replace(spec, thinking=bool(thinking), submit=spec.submit or engine.config.batch_submit)
     prompts = [engine.chat_prompt(p.question, spec.system_prompt, spec.thinking) for p in pairs]
     params = build_params(engine.encode, pairs, spec)
-    scoring = spec.workload == "answer"
-    # Scoring runs in its own process so that it never slows the engine's output handling.
-    pool = (
-        ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        if scoring
-        else None
-    )
-    loop = asyncio.get_running_loop()
-    if pool:  # load jieba's dictionary before the clock starts
-        await loop.run_in_executor(pool, score_answer, "预热", "预热")
-    samples: list[Sample] = []
-    scores: dict[int, asyncio.Future] = {}
-    timeline: list[dict] = []
-    tokens_at_start = engine.counters.generated_tokens
-    steps_before = list(engine.counters.steps)[-1:]
-    start = time.perf_counter()
-    last_emit, wall = start, 0.0
+    scoring = Scoring() if spec.workload == "answer" else None
+    try:
+        if scoring:
+            await scoring.warm_up()  # before the clock starts
+        steps_before = list(engine.counters.steps)[-1:]
+        tally = Tally(engine, pairs)
+        batch = _progress(engine, tally, prompts, params, spec, scoring, interval)
+        async with aclosing(batch) as events:  # leaving early aborts the batch's requests
+            async for event in events:
+                yield event
+    finally:
+        if scoring:
+            scoring.close()
+    tally.samples.sort(key=lambda s: s.index)
+    yield _result(engine, spec, tally, _steps_since(engine, steps_before))
 
-    def snapshot() -> Progress:
-        nonlocal last_emit
-        last_emit = time.perf_counter()
-        now = last_emit - start
-        tokens = engine.counters.generated_tokens - tokens_at_start
-        scored = [s.rouge_l for s in samples if s.rouge_l is not None]
+
+class Scoring:
+    """ROUGE-L of finished answers, in a process of its own so that scoring never slows the
+    engine's output handling."""
+
+    def __init__(self):
+        context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        self._scores: dict[int, asyncio.Future] = {}
+
+    def _score(self, prediction: str, reference: str) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._pool, score_answer, prediction, reference)
+
+    async def warm_up(self) -> None:
+        """Load jieba's dictionary in the scoring process."""
+        await self._score("预热", "预热")
+
+    def submit(self, sample: Sample) -> None:
+        self._scores[sample.index] = self._score(sample.prediction, sample.reference)
+
+    async def fill(self, samples: list[Sample], wait: bool) -> None:
+        """Copy finished scores into their samples (waiting for all of them if asked)."""
+        if wait and self._scores:
+            await asyncio.gather(*self._scores.values())
+        for i, sample in enumerate(samples):
+            future = self._scores.get(sample.index)
+            if sample.rouge_l is None and future is not None and future.done():
+                samples[i] = replace(sample, rouge_l=future.result())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Tally:
+    """One run's finished samples and its progress timeline, from the moment it is created.
+
+    Output tokens come from the engine's per-step counter, so the figure moves while no
+    request finishes (the `full` workload)."""
+
+    def __init__(self, engine: Engine, pairs: list[QAPair]):
+        self.pairs = pairs
+        self.samples: list[Sample] = []
+        self.timeline: list[dict] = []
+        self.wall = 0.0  # seconds from the start to the last finished request
+        self._counters = engine.counters
+        self._tokens_at_start = engine.counters.generated_tokens
+        self._start = self._last_snapshot = time.perf_counter()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.samples) == len(self.pairs)
+
+    def add(self, done: Completion) -> Sample:
+        """Record a finished request as a sample (unscored)."""
+        self.wall = time.perf_counter() - self._start
+        pair = self.pairs[done.index]
+        sample = Sample(
+            done.index,
+            pair.question,
+            pair.reference,
+            done.text,
+            None,
+            done.output_tokens,
+            done.prompt_tokens,
+            done.ttft_s,
+            done.latency_s,
+        )
+        self.samples.append(sample)
+        return sample
+
+    def due(self, interval: float) -> bool:
+        return time.perf_counter() - self._last_snapshot >= interval
+
+    def snapshot(self) -> Progress:
+        """A progress event now, also kept as a point of the timeline."""
+        self._last_snapshot = time.perf_counter()
+        now = self._last_snapshot - self._start
+        tokens = self._counters.generated_tokens - self._tokens_at_start
+        scored = [s.rouge_l for s in self.samples if s.rouge_l is not None]
         event = Progress(
-            len(samples),
-            len(pairs),
+            len(self.samples),
+            len(self.pairs),
             tokens,
             now,
             tokens_per_second(tokens, now),
             mean(scored),
-            list(samples),
+            list(self.samples),
         )
-        timeline.append(
+        self.timeline.append(
             {
                 "elapsed_s": round(now, 4),
                 "completed": event.completed,
@@ -181,58 +208,51 @@ async def run_benchmark(
         )
         return event
 
+
+async def _progress(
+    engine: Engine,
+    tally: Tally,
+    prompts: list[list[int]],
+    params: list,
+    spec: BenchmarkSpec,
+    scoring: Scoring | None,
+    interval: float,
+) -> AsyncIterator[Progress]:
+    """Submit the batch, tally each request as it finishes, yield a snapshot every `interval`."""
     finished: asyncio.Queue = asyncio.Queue()
-
-    async def collect() -> None:
-        try:
-            async for done in engine.generate_many(
-                prompts, params, request_prefix=f"bench-{spec.workload}", submit=spec.submit
-            ):
-                finished.put_nowait(done)
-        except Exception as err:
-            finished.put_nowait(err)
-
-    collector = asyncio.create_task(collect())
+    collector = asyncio.create_task(_collect(engine, prompts, params, spec, finished))
     try:
-        while len(samples) < len(pairs):
-            try:  # a tick every `interval` even while no request finishes (the `full` workload)
+        while not tally.complete:
+            try:  # a tick every `interval` even while no request finishes
                 done = await asyncio.wait_for(finished.get(), timeout=interval)
             except TimeoutError:
-                yield snapshot()
+                yield tally.snapshot()
                 continue
             if isinstance(done, Exception):
                 raise done
-            wall = time.perf_counter() - start
-            pair = pairs[done.index]
-            if pool:
-                scores[done.index] = loop.run_in_executor(
-                    pool, score_answer, done.text, pair.reference
-                )
-            samples.append(
-                Sample(
-                    done.index,
-                    pair.question,
-                    pair.reference,
-                    done.text,
-                    None,
-                    done.output_tokens,
-                    done.prompt_tokens,
-                    done.ttft_s,
-                    done.latency_s,
-                )
-            )
-            await _fill_scores(samples, scores, wait=False)
-            if time.perf_counter() - last_emit >= interval:
-                yield snapshot()
-        await _fill_scores(samples, scores, wait=True)
-        yield snapshot()
+            sample = tally.add(done)
+            if scoring:
+                scoring.submit(sample)
+                await scoring.fill(tally.samples, wait=False)
+            if tally.due(interval):
+                yield tally.snapshot()
+        if scoring:
+            await scoring.fill(tally.samples, wait=True)
+        yield tally.snapshot()
     finally:
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
-        if pool:
-            pool.shutdown(wait=False, cancel_futures=True)
-    samples.sort(key=lambda s: s.index)
-    yield _result(engine, spec, samples, wall, timeline, _steps_since(engine, steps_before))
+
+
+async def _collect(engine: Engine, prompts, params, spec: BenchmarkSpec, finished) -> None:
+    """Put each finished request of the batch, or the error that ended it, on `finished`."""
+    try:
+        async for done in engine.generate_many(
+            prompts, params, request_prefix=f"bench-{spec.workload}", submit=spec.submit
+        ):
+            finished.put_nowait(done)
+    except Exception as err:
+        finished.put_nowait(err)
 
 
 def _steps_since(engine: Engine, before: list) -> list:
@@ -245,24 +265,8 @@ def _steps_since(engine: Engine, before: list) -> list:
     return steps
 
 
-async def _fill_scores(samples: list[Sample], scores: dict, wait: bool) -> None:
-    """Copy finished ROUGE-L scores into their samples (waiting for all if asked)."""
-    if wait and scores:
-        await asyncio.gather(*scores.values())
-    for i, sample in enumerate(samples):
-        future = scores.get(sample.index)
-        if sample.rouge_l is None and future is not None and future.done():
-            samples[i] = replace(sample, rouge_l=future.result())
-
-
-def _result(
-    engine: Engine,
-    spec: BenchmarkSpec,
-    samples: list[Sample],
-    wall: float,
-    timeline: list[dict],
-    steps: list,
-) -> BenchmarkResult:
+def _result(engine: Engine, spec: BenchmarkSpec, tally: Tally, steps: list) -> BenchmarkResult:
+    samples, wall = tally.samples, tally.wall
     output_tokens = sum(s.output_tokens for s in samples)
     ttfts = [s.ttft_s for s in samples if s.ttft_s is not None]
     scored = [s.rouge_l for s in samples if s.rouge_l is not None]
@@ -290,5 +294,5 @@ def _result(
             "spec": asdict(spec),
         },
         samples=samples,
-        timeline=timeline,
+        timeline=tally.timeline,
     )

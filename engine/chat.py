@@ -101,3 +101,21 @@ def render_prompt(tokenizer, messages: list[dict], thinking: bool = True) -> str
     return tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, **kwargs
     )
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of text as the engine sends it (no special tokens added: the chat template
+    has its own)."""
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def chat_prompt_ids(
+    tokenizer,
+    question: str,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    thinking: bool = True,
+) -> list[int]:
+    """Token ids of one question as a chat prompt, generation prompt open: with thinking on,
+    the course's exact prompt (the benchmark, `/predict`, and the measuring tools use this)."""
+    messages = build_messages([], question, system_prompt)
+    return token_ids(tokenizer, render_prompt(tokenizer, messages, thinking))

@@ -20,11 +20,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 from engine import modelinfo
-from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt, resolve_thinking
+from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_prompt_ids, resolve_thinking, token_ids
 from engine.config import BATCH_SUBMIT_MODES, EngineConfig
 from engine.devices import placement
 from engine.models import ResolvedModel, resolve_model
@@ -245,10 +245,43 @@ def _freeze_startup_heap() -> None:
     freeze_gc_heap()
 
 
-def _load_tokenizer(path):
+def load_tokenizer(path):
+    """The model folder's tokenizer (Hugging Face)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
+
+
+def sampling_params(
+    params: GenerationParams,
+    max_tokens: int,
+    final_only: bool | None = None,
+    detokenize: bool = True,
+):
+    """vLLM's SamplingParams for a request; a forced length (`ignore_eos`) is also a minimum.
+
+    `final_only`: True, only the finished output; False, each step's new tokens; None, vLLM's
+    default (the offline `LLM`).
+    """
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    kind = {}
+    if final_only is not None:
+        final, delta = RequestOutputKind.FINAL_ONLY, RequestOutputKind.DELTA
+        kind = {"output_kind": final if final_only else delta}
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        ignore_eos=params.ignore_eos,
+        seed=params.seed,
+        min_tokens=max_tokens if params.ignore_eos else 0,
+        detokenize=detokenize,
+        skip_special_tokens=True,
+        **kind,
+    )
 
 
 def token_prompt(ids: Sequence[int], raw: bool = False) -> dict:
@@ -410,7 +443,7 @@ class Engine:
                 AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self.counters)]
             )
             self._llm = await self._with_remote_ranks(build)
-            self.tokenizer = await asyncio.to_thread(_load_tokenizer, self.model.path)
+            self.tokenizer = await asyncio.to_thread(load_tokenizer, self.model.path)
         self.thinking = resolve_thinking(
             self.config.thinking, self.config.model, self.model.random_weights
         )
@@ -521,14 +554,16 @@ class Engine:
 
         `thinking` None: the engine's course-prompt setting (see `engine.chat.default_thinking`).
         """
-        messages = build_messages([], question, system_prompt)
         chosen = self.thinking if thinking is None else thinking
-        return self.encode(render_prompt(self.tokenizer, messages, chosen is not False))
+        return chat_prompt_ids(self._tokenizer(), question, system_prompt, chosen is not False)
 
     def encode(self, text: str) -> list[int]:
+        return token_ids(self._tokenizer(), text)
+
+    def _tokenizer(self):
         if self.tokenizer is None:
             raise EngineUnavailable("engine not started")
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer
 
     def _max_tokens(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
         """New-token budget after checks against max_model_len and the server cap."""
@@ -543,33 +578,14 @@ class Engine:
             )
         return min(params.max_new_tokens, self.config.max_new_tokens_cap, limit - len(prompt_ids))
 
-    def _sampling(
-        self, params: GenerationParams, max_tokens: int, final_only: bool, detokenize: bool = True
-    ):
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        kind = RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            ignore_eos=params.ignore_eos,
-            seed=params.seed,
-            min_tokens=max_tokens if params.ignore_eos else 0,
-            output_kind=kind,
-            detokenize=detokenize,
-            skip_special_tokens=True,
-        )
-
     # ---- generation ------------------------------------------------------------------
     async def stream(
         self, prompt_ids: list[int], params: GenerationParams, request_id: str | None = None
     ) -> AsyncIterator[Chunk]:
         """Stream a reply as text deltas; leaving the loop early aborts the request in vLLM."""
         llm = self._require()
-        sampling = self._sampling(params, self._max_tokens(prompt_ids, params), final_only=False)
+        max_tokens = self._max_tokens(prompt_ids, params)
+        sampling = sampling_params(params, max_tokens, final_only=False)
         request_id = request_id or f"chat-{uuid.uuid4().hex[:12]}"
         start, first, produced, finished = time.perf_counter(), None, 0, False
         outputs = llm.generate(token_prompt(prompt_ids), sampling, request_id)
@@ -606,66 +622,36 @@ class Engine:
         per request from raw prompts. Closing the iterator early aborts every unfinished request.
         """
         llm = self._require(ready=require_ready, admit=len(prompts))
-        if len(prompts) != len(params):
-            raise RequestError("prompts and params differ in length")
-        submit = submit or self.config.batch_submit
-        if submit not in BATCH_SUBMIT_MODES:
-            raise RequestError(f"submit must be one of {', '.join(BATCH_SUBMIT_MODES)}")
-        budgets = [self._max_tokens(p, s) for p, s in zip(prompts, params, strict=True)]
+        submit = self._batch_submit(prompts, params, submit)
+        samplings = [
+            sampling_params(s, self._max_tokens(p, s), final_only=True, detokenize=False)
+            for p, s in zip(prompts, params, strict=True)
+        ]
         tag = f"{request_prefix}-{uuid.uuid4().hex[:8]}"
         ids = [f"{tag}-{i}" for i in range(len(prompts))]
-        samplings = [
-            self._sampling(s, b, final_only=True, detokenize=False)
-            for s, b in zip(params, budgets, strict=True)
-        ]
         done: asyncio.Queue = asyncio.Queue()
         unfinished = set(ids)
         ranks: list[int | None] = [None] * len(prompts)
         start = time.perf_counter()
-
-        def finish(i: int, final) -> None:
-            unfinished.discard(ids[i])
-            piece = final.outputs[0]
-            token_ids = list(piece.token_ids)
-            metrics = getattr(final, "metrics", None)
-            ttft = getattr(metrics, "first_token_latency", None) or None
-            text = self.tokenizer.decode(token_ids, skip_special_tokens=True) if decode else ""
-            done.put_nowait(
-                Completion(
-                    i,
-                    token_ids,
-                    text,
-                    len(prompts[i]),
-                    ttft,
-                    time.perf_counter() - start,
-                    piece.finish_reason,
-                    ranks[i],
-                )
-            )
 
         async def follow(i: int, outputs) -> None:
             try:
                 final = None
                 async for out in outputs:
                     final = out
-                finish(i, final)
+                unfinished.discard(ids[i])
+                completion = self._completion(i, final, len(prompts[i]), start, decode)
+                done.put_nowait(replace(completion, rank=ranks[i]))
             except Exception as err:
                 done.put_nowait(err)
 
         tasks: list[asyncio.Task] = []
         try:
-            if submit == "legacy":
-                for i in range(len(prompts)):
-                    stream = llm.generate(token_prompt(prompts[i], raw=True), samplings[i], ids[i])
-                    tasks.append(asyncio.create_task(follow(i, stream)))
-            else:
-                async with self._hold_scheduler(llm, submit == "hold"):
-                    for i in range(len(prompts)):
-                        collector = await llm.add_request(
-                            ids[i], token_prompt(prompts[i]), samplings[i]
-                        )
-                        ranks[i] = _rank_of(llm, collector.request_id)
-                        tasks.append(asyncio.create_task(follow(i, _collected(collector))))
+            added = self._add_batch(llm, ids, prompts, samplings, submit)
+            async with aclosing(added):  # a held scheduler resumes however adding ends
+                async for i, outputs, rank in added:
+                    ranks[i] = rank
+                    tasks.append(asyncio.create_task(follow(i, outputs)))
             for _ in range(len(prompts)):
                 item = await done.get()
                 if isinstance(item, BaseException):
@@ -679,6 +665,40 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
             if unfinished and self._llm is not None and not self._llm.errored:
                 await self._llm.abort(sorted(unfinished))
+
+    def _batch_submit(self, prompts, params, submit: str | None) -> str:
+        """The submit mode of a batch, after checking that it and the batch make sense."""
+        if len(prompts) != len(params):
+            raise RequestError("prompts and params differ in length")
+        submit = submit or self.config.batch_submit
+        if submit not in BATCH_SUBMIT_MODES:
+            raise RequestError(f"submit must be one of {', '.join(BATCH_SUBMIT_MODES)}")
+        return submit
+
+    async def _add_batch(self, llm, ids, prompts, samplings, submit: str) -> AsyncIterator:
+        """Hand a batch to vLLM the `submit` way; yield (index, its outputs, data-parallel
+        rank or None) per request.
+
+        `legacy`, one `generate()` per request from a raw prompt, is the path from before the
+        batch was held; it stays for measuring the difference (`python -m bench --batch-submit
+        hold,legacy`)."""
+        if submit == "legacy":
+            for i, prompt in enumerate(prompts):
+                yield i, llm.generate(token_prompt(prompt, raw=True), samplings[i], ids[i]), None
+            return
+        async with self._hold_scheduler(llm, submit == "hold"):
+            for i, prompt in enumerate(prompts):
+                collector = await llm.add_request(ids[i], token_prompt(prompt), samplings[i])
+                yield i, _collected(collector), _rank_of(llm, collector.request_id)
+
+    def _completion(self, index: int, final, prompt_tokens: int, start: float, decode: bool):
+        """The Completion of a finished request, from its final RequestOutput."""
+        piece = final.outputs[0]
+        ids = list(piece.token_ids)
+        ttft = getattr(getattr(final, "metrics", None), "first_token_latency", None) or None
+        text = self.tokenizer.decode(ids, skip_special_tokens=True) if decode else ""
+        latency = time.perf_counter() - start
+        return Completion(index, ids, text, prompt_tokens, ttft, latency, piece.finish_reason)
 
     @asynccontextmanager
     async def _hold_scheduler(self, llm, hold: bool):

@@ -16,7 +16,6 @@ Names it understands:
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 import threading
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.cache import cache_root
 from engine.qwen3_files import (
     TokenizerFilesError,
     is_current_build,
@@ -53,8 +53,7 @@ class ResolvedModel:
 
 def models_dir() -> Path:
     """Where built and downloaded models are cached."""
-    root = os.environ.get("QWEN_DEMO_CACHE") or Path.home() / ".cache" / "qwen3-vllm-demo"
-    return Path(root) / "models"
+    return cache_root() / "models"
 
 
 def _quiet(message: str, fraction: float | None) -> None:

@@ -7,7 +7,13 @@ pairs = load_course_file(question_set_path("sample"))  # 24 QAPair, built in
 
 from eval_data.download import OFFICIAL_SHA256, OFFICIAL_URL, DataError, official_question_set
 from eval_data.loader import FormatError, QAPair, load_course_file, parse_course_text
-from eval_data.sets import QUESTION_SETS, SAMPLE_FILE, question_set_path
+from eval_data.sets import (
+    QUESTION_SETS,
+    SAMPLE_FILE,
+    add_question_arguments,
+    question_set_path,
+    questions_from_args,
+)
 
 __all__ = [
     "DataError",
@@ -17,8 +23,10 @@ __all__ = [
     "QAPair",
     "QUESTION_SETS",
     "SAMPLE_FILE",
+    "add_question_arguments",
     "load_course_file",
     "official_question_set",
     "parse_course_text",
     "question_set_path",
+    "questions_from_args",
 ]

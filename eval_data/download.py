@@ -13,6 +13,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from engine.cache import cache_root
+
 OFFICIAL_URL = (
     "https://raw.githubusercontent.com/SLDRMK/GPU_LLM_Inference_Paratera/"
     "081022fc6a7b2c5df52305b7a2e884ebc43ba794/official_test_358.txt"
@@ -27,9 +29,8 @@ class DataError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Where downloaded data lives (`QWEN_DEMO_CACHE`, else ~/.cache/qwen3-vllm-demo)."""
-    root = os.environ.get("QWEN_DEMO_CACHE") or Path.home() / ".cache" / "qwen3-vllm-demo"
-    return Path(root) / "eval_data"
+    """Where downloaded data lives (in the app's cache folder, `engine.cache`)."""
+    return cache_root() / "eval_data"
 
 
 def sha256_of(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""The question sets the benchmark offers by name.
+"""The question sets the benchmark offers by name, and how a command line picks one.
 
 - `official`: the course's 358 questions, downloaded once and checked (`eval_data.download`);
 - `sample`: 24 questions with reference answers written for this project, shipped in the
@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from eval_data.download import official_question_set
+from eval_data.download import DataError, official_question_set
+from eval_data.loader import QAPair, load_course_file
 
 SAMPLE_FILE = Path(__file__).with_name("sample_gpu_qa.txt")
 QUESTION_SETS = {
@@ -25,3 +27,36 @@ def question_set_path(name: str) -> Path:
     if name == "official":
         return official_question_set()
     raise ValueError(f"unknown question set {name!r}; choose from {', '.join(QUESTION_SETS)}")
+
+
+def add_question_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--question-set` and `--data`, as every benchmark command line takes them."""
+    parser.add_argument(
+        "--question-set",
+        choices=sorted(QUESTION_SETS),
+        default="official",
+        help="official (358, downloaded once) or sample (24, built in, works offline)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="question file in the course format (instead of --question-set)",
+    )
+
+
+def questions_from_args(args: argparse.Namespace) -> tuple[list[QAPair], str]:
+    """(questions, a label for reports) as `add_question_arguments` chose them.
+
+    Raises DataError when the official set cannot be had (its message names the built-in
+    sample too) and FormatError for a file not in the course format."""
+    if args.data:
+        return load_course_file(args.data), str(args.data)
+    try:
+        path = question_set_path(args.question_set)
+    except DataError as err:
+        raise DataError(
+            f"{str(err).rstrip('.')}. Or run the built-in sample, which needs no download: "
+            "--question-set sample."
+        ) from None
+    return load_course_file(path), QUESTION_SETS[args.question_set]

@@ -301,3 +301,63 @@ def app(tmp_path_factory, questions, tiny_model_dir) -> RunningApp:
     wait_ready(running)
     yield running
     stop_app(running)
+
+
+# ---- helpers shared by the end-to-end test modules -----------------------------------------
+# (Imported here rather than at the top, to keep this section in one piece.)
+import re  # noqa: E402
+
+from engine.cache import default_cache_root  # noqa: E402
+from engine.chat import DEFAULT_SYSTEM_PROMPT  # noqa: E402
+from engine.qwen3_files import ENV_DIR, tokenizer_dir  # noqa: E402
+
+# The tests keep built models and data in a cache folder of their own (QWEN_DEMO_CACHE above);
+# Qwen3's tokenizer files are the ones ./setup.sh fetched into the user's cache (an offline
+# machine cannot fetch them again).
+os.environ.setdefault(ENV_DIR, str(tokenizer_dir(default_cache_root())))
+
+STATS_TITLE = re.compile(r"\d+ tokens · TTFT ")  # the figures line under a finished reply
+
+
+def chat_args(message: str, max_new_tokens: int = 8, temperature: float = 0.6) -> tuple:
+    """/chat inputs: message, system prompt, thinking, temperature, top_p, top_k, max tokens."""
+    return (message, DEFAULT_SYSTEM_PROMPT, True, temperature, 0.95, 20, max_new_tokens)
+
+
+def assistant_text(output) -> str:
+    """The assistant text of a /chat output (a list of messages), the figures box left out."""
+    if not isinstance(output, (list, tuple)):
+        return ""
+    parts = []
+    for message in output:
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        title = (message.get("metadata") or {}).get("title") or ""
+        if STATS_TITLE.match(title):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts).strip()
+
+
+def offline_env(cache: Path) -> dict:
+    """The environment of a machine without network (HTTPS through a proxy that refuses), with
+    an empty cache folder and no local copy of the official question set."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "QWEN_DEMO_EVAL_FILE"}
+    env.update(QWEN_DEMO_CACHE=str(cache), https_proxy=closed, HTTPS_PROXY=closed)
+    env.update(no_proxy="", NO_PROXY="")
+    return env
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.conftest import get_json, launch_app, post, stop_app, wait_ready
+from tests.conftest import free_port, get_json, launch_app, post, stop_app, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +61,7 @@ def test_oversized_prompt_is_422_naming_the_limit(app):
 def test_readiness_moves_from_initializing_to_batch(tmp_path):
     fresh = launch_app(tmp_path, "--api-token", "s3cret")
     try:
-        first = get_json(fresh.api_url + "/")
-        assert first["status"] in ("initializing", "batch")
-        if first["status"] == "initializing":
-            status, answer = post(
-                fresh.api_url + "/predict", b'{"prompt": "x"}', {"Authorization": "Bearer s3cret"}
-            )
-            assert status == 503 and "not ready" in answer["error"]
+        assert get_json(fresh.api_url + "/")["status"] in ("initializing", "batch")
         wait_ready(fresh)
         assert get_json(fresh.api_url + "/") == {"status": "batch"}
         assert post(fresh.api_url + "/predict", b'{"prompt": "x"}')[0] == 401
@@ -85,3 +79,41 @@ def test_readiness_moves_from_initializing_to_batch(tmp_path):
         started = time.monotonic()
         assert stop_app(fresh) == 0
         assert time.monotonic() - started < 90
+
+
+def test_an_engine_that_is_not_ready_gets_503_with_the_reason(tmp_path):
+    """The API over an engine whose start failed (no such model: it fails before vLLM loads)."""
+    from api import ApiServer, build_api
+    from engine import EngineService, make_config
+
+    service = EngineService(
+        make_config("cpu", model=str(tmp_path / "no-model")), auto_restart=False
+    )
+    service.start()
+    assert service.wait_ready(timeout=60).phase == "failed"
+    server = ApiServer(build_api(service, token="s3cret"), "127.0.0.1", free_port())
+    url = f"http://127.0.0.1:{server.server.config.port}"
+    server.start()
+    try:
+        wait_for_server(url)
+        assert get_json(url + "/")["status"] == "failed"
+        status, answer = post(
+            url + "/predict", b'{"prompt": "x"}', {"Authorization": "Bearer s3cret"}, timeout=30
+        )
+        assert status == 503 and "not ready" in answer["error"]
+        assert "no-model" in answer["error"]
+    finally:
+        server.stop()
+        service.shutdown()
+
+
+def wait_for_server(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            get_json(url + "/", timeout=2)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -6,18 +6,19 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, offline_env
 
 pytestmark = pytest.mark.slow
 
 
-def bench(*args, timeout=900):
+def bench(*args, timeout=900, env=None):
     return subprocess.run(
         [sys.executable, "-m", "bench", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -85,3 +86,11 @@ def test_bad_arguments_exit_with_a_message(args, message, questions):
     done = bench("--model", "tiny-random", "--profile", "cpu", *args, timeout=120)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_offline_the_official_set_error_names_both_ways_out(tmp_path):
+    """No network, no local copy: the message says what to do."""
+    env = offline_env(tmp_path)
+    done = bench("--model", "tiny-random", "--profile", "cpu", timeout=120, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "QWEN_DEMO_EVAL_FILE" in done.stderr and "--question-set sample" in done.stderr

@@ -12,10 +12,12 @@ import pytest
 from engine.chat import (
     answer_text,
     build_messages,
+    chat_prompt_ids,
     default_thinking,
     render_prompt,
     resolve_thinking,
     split_thinking,
+    token_ids,
 )
 from engine.qwen3_files import THINK_IDS, TOKENIZER_FILES
 
@@ -62,14 +64,9 @@ def course_token_counts(tokenizer, path) -> tuple[int, int, int, int]:
     pairs = load_course_file(path)
 
     def prompt_tokens(thinking: bool) -> int:
-        prompts = [
-            render_prompt(tokenizer, build_messages([], p.question), thinking) for p in pairs
-        ]
-        return sum(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts)
+        return sum(len(chat_prompt_ids(tokenizer, p.question, thinking=thinking)) for p in pairs)
 
-    replay = sum(
-        min(256, len(tokenizer.encode(p.reference, add_special_tokens=False))) for p in pairs
-    )
+    replay = sum(min(256, len(token_ids(tokenizer, p.reference))) for p in pairs)
     return len(pairs), prompt_tokens(True), prompt_tokens(False), replay
 
 

@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 APP_CODE = {"app.py", "api.py", "engine", "eval_data", "bench", "ui"}
+TOOLS = "perf"  # measuring tools: never in the image, never imported by the app
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -125,18 +126,27 @@ def test_model_download_is_a_build_arg(steps):
     assert any("DOWNLOAD_MODEL" in args for args in args_of(steps, "RUN")), "DOWNLOAD_MODEL unused"
 
 
-def test_copied_files_exist_and_are_not_docker_ignored(steps):
+def ignored_patterns() -> list[str]:
+    """The .dockerignore patterns that leave something out (comments and `!` lines dropped)."""
     ignore_file = ROOT / ".dockerignore"
-    ignored = [
+    lines = ignore_file.read_text().splitlines() if ignore_file.is_file() else []
+    return [
         line.strip().lstrip("/")
-        for line in (ignore_file.read_text().splitlines() if ignore_file.is_file() else [])
+        for line in lines
         if line.strip() and not line.strip().startswith(("#", "!"))
     ]
+
+
+def copied_sources(steps) -> set[str]:
+    """What COPY (from the build context) and ADD bring into the image."""
     copies = [a for a in args_of(steps, "COPY") if "--from" not in a] + args_of(steps, "ADD")
-    assert copies, "nothing is copied into the image"
-    sources = set()
-    for args in copies:
-        sources.update(w.rstrip("/") for w in without_flags(args)[:-1])
+    return {w.rstrip("/") for args in copies for w in without_flags(args)[:-1]}
+
+
+def test_copied_files_exist_and_are_not_docker_ignored(steps):
+    ignored = ignored_patterns()
+    sources = copied_sources(steps)
+    assert sources, "nothing is copied into the image"
     for source in sorted(sources):
         assert (ROOT / source).exists(), (
             f"the Dockerfile copies {source}, which is not in the repository"
@@ -153,3 +163,19 @@ def test_compile_caches_live_in_the_volume(steps):
         found = re.search(rf"{name}=(\S+)", env)
         assert found, f"{name} not set"
         assert any(found.group(1).startswith(v) for v in volumes), (name, volumes)
+
+
+def test_the_measuring_tools_stay_out_of_the_image(steps):
+    copied = copied_sources(steps)
+    assert not [c for c in copied if c in (TOOLS, ".") or c.startswith(TOOLS + "/")], copied
+    assert any(fnmatch.fnmatch(TOOLS, p.rstrip("/")) for p in ignored_patterns()), (
+        f".dockerignore should leave {TOOLS}/ out of the build context"
+    )
+
+
+def test_the_app_never_imports_the_measuring_tools():
+    files = [ROOT / name for name in APP_CODE if name.endswith(".py")]
+    files += [f for name in APP_CODE if (ROOT / name).is_dir() for f in (ROOT / name).rglob("*.py")]
+    imports = re.compile(rf"^\s*(from|import)\s+{TOOLS}\b", re.MULTILINE)
+    found = [str(f.relative_to(ROOT)) for f in files if imports.search(f.read_text())]
+    assert not found, f"app code imports {TOOLS}: {found}"

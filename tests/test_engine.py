@@ -130,8 +130,15 @@ def test_batch_keeps_order_and_exact_lengths(service):
     done = asyncio.run(run())
     assert sorted(c.index for c in done) == list(range(5))
     assert {c.index: c.output_tokens for c in done} == dict(enumerate(lengths))
-    answers = asyncio.run(service.answer_all(["a", "b", "c"], replace(GREEDY, max_new_tokens=4)))
-    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+
+
+def test_answer_all_answers_every_question_in_order(service):
+    params = replace(GREEDY, max_new_tokens=8, ignore_eos=True)
+    questions = ["什么是 warp？", "What is shared memory?", "解释一下 CUDA stream。"]
+    answers = asyncio.run(service.answer_all(questions, params))
+    assert len(answers) == 3 and all(isinstance(a, str) and a.strip() for a in answers), answers
+    one_by_one = [asyncio.run(service.answer_all([q], params))[0] for q in questions]
+    assert answers == one_by_one
 
 
 def test_admission_limit_refuses_instead_of_queueing_forever(service):

@@ -23,7 +23,16 @@ import urllib.request
 import psutil
 import pytest
 
-from tests.conftest import get_json, launch_app, post, stop_app, wait_ready
+from tests.conftest import (
+    assistant_text,
+    chat_args,
+    get_json,
+    launch_app,
+    post,
+    stop_app,
+    wait_for,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,33 +40,6 @@ TOKEN = "secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BATCH = 8
 SHARE_WARNING = "WARNING: --share without --auth"
-
-
-def chat_args(message: str, temperature: float = 0.6, max_new_tokens: int = 8) -> tuple:
-    """/chat inputs: message, system prompt, thinking, temperature, top_p, top_k, max tokens."""
-    return (message, "You are a helpful assistant.", True, temperature, 0.95, 20, max_new_tokens)
-
-
-def assistant_text(output) -> str:
-    return "".join(
-        m.get("content") or ""
-        for m in output
-        if isinstance(m, dict)
-        and m.get("role") == "assistant"
-        and isinstance(m.get("content"), str)
-    ).strip()
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s")
-        time.sleep(interval)
 
 
 def engine_core(pid: int) -> psutil.Process | None:

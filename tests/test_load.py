@@ -23,8 +23,8 @@ import time
 import pytest
 
 from bench.metrics import percentile
-from engine.chat import DEFAULT_SYSTEM_PROMPT, render_prompt
-from tests.conftest import ROOT, post
+from engine.chat import chat_prompt_ids
+from tests.conftest import ROOT, STATS_TITLE, assistant_text, chat_args, post
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +34,6 @@ BENCH_QUESTIONS = 16
 PREDICT_PROMPTS = 16
 MAX_MODEL_LEN = 1024  # what conftest.launch_app starts the app with
 FIGURES = ROOT / "artifacts" / "load-figures.json"
-STATS_TITLE = re.compile(r"\d+ tokens · TTFT ")  # the figures line under a finished reply
-
-
-def assistant_text(output) -> str:
-    """The assistant text of a /chat output (a list of messages), the figures box left out."""
-    if not isinstance(output, (list, tuple)):
-        return ""
-    parts = []
-    for message in output:
-        if not isinstance(message, dict) or message.get("role") != "assistant":
-            continue
-        title = (message.get("metadata") or {}).get("title") or ""
-        if STATS_TITLE.match(title):
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-    return "".join(parts).strip()
 
 
 def engine_ttft(output) -> float:
@@ -64,11 +46,6 @@ def engine_ttft(output) -> float:
     raise AssertionError(f"no TTFT figure in {output!r}")
 
 
-def chat_args(message: str, max_new_tokens: int) -> tuple:
-    """/chat inputs: message, system prompt, thinking, temperature, top_p, top_k, max tokens."""
-    return (message, DEFAULT_SYSTEM_PROMPT, True, 0.6, 0.95, 20, max_new_tokens)
-
-
 def prompt_with_budget(tokenizer, budget: int) -> str:
     """A question whose chat prompt leaves exactly `budget` new tokens under max_model_len.
 
@@ -79,13 +56,7 @@ def prompt_with_budget(tokenizer, budget: int) -> str:
     target = MAX_MODEL_LEN - budget
 
     def length(n: int) -> int:
-        messages = [
-            {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-            {"role": "user", "content": "Count: " + " go" * n},
-        ]
-        return len(
-            tokenizer.encode(render_prompt(tokenizer, messages, True), add_special_tokens=False)
-        )
+        return len(chat_prompt_ids(tokenizer, "Count: " + " go" * n))
 
     n = target - length(0)
     for _ in range(8):

@@ -79,9 +79,10 @@ def test_tokenizer_files_are_checked_and_a_missing_copy_is_explained(tmp_path, m
 
 def test_fetching_the_tokenizer_fails_clearly(tmp_path, monkeypatch):
     """Offline, and a server that hands out other bytes: each says what went wrong."""
-    from engine.qwen3_files import TokenizerFilesError, qwen3_tokenizer_files
+    from engine.qwen3_files import ENV_DIR, TokenizerFilesError, qwen3_tokenizer_files
 
-    monkeypatch.setenv("HOME", str(tmp_path))  # no fetched copy in this home
+    monkeypatch.delenv(ENV_DIR, raising=False)
+    monkeypatch.setenv("QWEN_DEMO_CACHE", str(tmp_path / "cache"))  # no fetched copy here
     with pytest.raises(TokenizerFilesError, match=r"could not be fetched .*Run ./setup.sh"):
         qwen3_tokenizer_files(url=f"http://127.0.0.1:{free_port()}/t.tgz", timeout=5)
     (tmp_path / "site").mkdir()
@@ -93,6 +94,20 @@ def test_fetching_the_tokenizer_fails_clearly(tmp_path, monkeypatch):
         with pytest.raises(TokenizerFilesError, match="SHA-256"):
             qwen3_tokenizer_files(url=url, timeout=5)
         server.shutdown()
+
+
+def test_one_cache_folder_holds_models_tokenizer_files_and_data(tmp_path, monkeypatch):
+    from engine.models import models_dir
+    from engine.qwen3_files import ENV_DIR, tokenizer_dir
+    from eval_data.download import cache_dir
+
+    monkeypatch.delenv(ENV_DIR, raising=False)
+    monkeypatch.setenv("QWEN_DEMO_CACHE", str(tmp_path))
+    assert models_dir() == tmp_path / "models"
+    assert tokenizer_dir().parent == tmp_path / "tokenizers"
+    assert cache_dir() == tmp_path / "eval_data"
+    monkeypatch.setenv(ENV_DIR, str(tmp_path / "elsewhere"))
+    assert tokenizer_dir() == tmp_path / "elsewhere"
 
 
 def test_a_built_in_folder_from_an_older_tokenizer_is_rebuilt(tmp_path):

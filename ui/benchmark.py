@@ -20,10 +20,9 @@ from bench import WORKLOADS, BenchmarkError, BenchmarkResult, BenchmarkSpec, run
 from bench.report import (
     comparison_figure,
     rouge_figure,
-    samples_csv,
     summary_markdown,
     throughput_figure,
-    to_json,
+    write_result,
 )
 from engine import EngineService
 from eval_data import (
@@ -80,10 +79,7 @@ class BenchmarkSession:
     def save(self, result: dict) -> list[str]:
         """Write the run's JSON and CSV under server-chosen names; return their paths."""
         stem = self.results_dir / f"run{len(self.runs):03d}-{result['workload']}-n{result['n']}"
-        json_path, csv_path = stem.with_suffix(".json"), stem.with_suffix(".csv")
-        json_path.write_text(to_json(result), encoding="utf-8")
-        csv_path.write_text(samples_csv(result["samples"]), encoding="utf-8")
-        return [str(json_path), str(csv_path)]
+        return [str(path) for path in write_result(result, stem.with_suffix(".json"))]
 
 
 def table_rows(samples) -> list[list]:
@@ -131,12 +127,41 @@ def thinking_choice(value) -> bool | None:
     return None if text == "auto" else text == "on"
 
 
-OUTPUTS = 8  # progress, throughput plot, ROUGE plot, summary, table, files, compare, set
+# The Run handler's outputs, by name, in the order the tab wires them.
+OUTPUTS = (
+    "progress",
+    "throughput",
+    "rouge",
+    "summary",
+    "table",
+    "files",
+    "compare",
+    "question_set",
+)
+CANCELLED = "Cancelled: the run's requests were aborted in the engine."
+
+
+def outputs(**shown) -> tuple:
+    """The Run handler's outputs, given by name; those not named stay as they are."""
+    unknown = set(shown) - set(OUTPUTS)
+    if unknown:
+        raise TypeError(f"not an output of the Run handler: {', '.join(sorted(unknown))}")
+    return tuple(shown.get(name, gr.skip()) for name in OUTPUTS)
 
 
 def _stopped(message: str, question_set=None) -> tuple:
     """Outputs with only a message: empty charts and tables (a run not started, or starting)."""
-    return (message, None, None, "", None, None, gr.skip(), question_set or gr.skip())
+    cleared = dict(throughput=None, rouge=None, summary="", table=None, files=None)
+    return outputs(progress=message, **cleared, question_set=question_set or gr.skip())
+
+
+class Refusal(Exception):
+    """A run that does not start: the outputs that say why, and the error API callers get
+    (None: none, the outputs say it all)."""
+
+    def __init__(self, shown: tuple, error: str | None):
+        super().__init__(error)
+        self.shown, self.error = shown, error
 
 
 def make_run(session: BenchmarkSession):
@@ -155,68 +180,25 @@ def make_run(session: BenchmarkSession):
         thinking: str = "auto",
         request: gr.Request = None,
     ):
-        status = session.service.status()
-        if not status.ready:
-            message = f"The engine is not ready yet ({status.phase}: {status.message})."
-            yield _stopped(message)
-            raise gr.Error(message)
         try:
-            pairs, label = session.load_pairs(upload, str(question_set))
-        except DataError as err:  # the official set offline: say so, offer the sample
-            yield _stopped(offline_message(err), gr.update(value="sample"))
-            return
-        except (BenchmarkError, FormatError, ValueError) as err:
-            yield _stopped(f"**Cannot run:** {err}")
-            raise gr.Error(str(err)) from None
-        try:
-            spec = BenchmarkSpec(
-                str(workload),
-                min(_whole(limit, "number of questions"), len(pairs)),
-                _whole(max_new_tokens, "max new tokens"),
-                thinking=thinking_choice(thinking),
-                question_set=label,
+            pairs, spec = prepare(
+                session, workload, limit, max_new_tokens, upload, question_set, thinking
             )
-            spec.validate(len(pairs))
-        except (BenchmarkError, ValueError) as err:
-            yield _stopped(f"**Cannot run:** {err}")
-            raise gr.Error(str(err)) from None
+        except Refusal as refusal:
+            yield refusal.shown
+            if refusal.error:
+                raise gr.Error(refusal.error) from None
+            return
         if not session.lock.acquire(blocking=False):
             message = "A benchmark is already running; wait for it or cancel it."
             yield _stopped(message)
             raise gr.Error(message)
-        session.owner, shown, points = request.session_hash if request else None, 0.0, []
+        session.owner = request.session_hash if request else None
         session.stop.clear()
         try:
-            yield _stopped(f"Submitting {spec.limit} questions from {label} as one batch…")
-            relay = session.service.relay(lambda e: run_benchmark(e, pairs, spec))
-            async with aclosing(relay) as events:  # leaving early aborts the run's requests
-                async for event in events:
-                    if session.stop.is_set():
-                        yield CANCELLED, *[gr.skip()] * (OUTPUTS - 1)
-                        return
-                    if isinstance(event, BenchmarkResult):
-                        break
-                    point = (event.elapsed_s, event.output_tokens, event.tokens_per_second)
-                    points.append(dict(zip(TIMELINE_KEYS, point, strict=True)))
-                    if time.monotonic() - shown >= REFRESH_SECONDS:
-                        shown = time.monotonic()
-                        figures = throughput_figure(points), rouge_figure(event.samples)
-                        yield progress_markdown(event), *figures, *[gr.skip()] * 5
-            result = event.to_dict()
-            keys = ("workload", "n", "tokens_per_second", "rouge_l_mean", "wall_seconds")
-            session.runs.append({k: result[k] for k in keys})
-            files = session.save(result)
-            yield (
-                f"Done: **{result['tokens_per_second']:,.1f} output tokens/s** over "
-                f"{result['n']} questions from {label}; prompt: {result['prompt']}",
-                throughput_figure(result["timeline"]),
-                rouge_figure(result["samples"]),
-                summary_markdown(result),
-                table_rows(event.samples),
-                files,
-                comparison_figure(session.runs),
-                gr.skip(),
-            )
+            async with aclosing(_running(session, pairs, spec)) as shown:
+                async for step in shown:
+                    yield step
         finally:
             session.owner = None
             session.lock.release()
@@ -224,7 +206,68 @@ def make_run(session: BenchmarkSession):
     return run
 
 
-CANCELLED = "Cancelled: the run's requests were aborted in the engine."
+def prepare(session, workload, limit, max_new_tokens, upload, question_set, thinking) -> tuple:
+    """(questions, spec) of a run from the tab's inputs; Refusal when it cannot start."""
+    status = session.service.status()
+    if not status.ready:
+        message = f"The engine is not ready yet ({status.phase}: {status.message})."
+        raise Refusal(_stopped(message), message)
+    try:
+        pairs, label = session.load_pairs(upload, str(question_set))
+        spec = BenchmarkSpec(
+            str(workload),
+            min(_whole(limit, "number of questions"), len(pairs)),
+            _whole(max_new_tokens, "max new tokens"),
+            thinking=thinking_choice(thinking),
+            question_set=label,
+        )
+        spec.validate(len(pairs))
+    except DataError as err:  # the official set offline: say so, offer the sample
+        raise Refusal(_stopped(offline_message(err), gr.update(value="sample")), None) from None
+    except (BenchmarkError, FormatError, ValueError) as err:
+        raise Refusal(_stopped(f"**Cannot run:** {err}"), str(err)) from None
+    return pairs, spec
+
+
+async def _running(session: BenchmarkSession, pairs, spec: BenchmarkSpec):
+    """The outputs of a run that has the lock: submitting, live charts, then the results."""
+    yield _stopped(f"Submitting {spec.limit} questions from {spec.question_set} as one batch…")
+    shown, points = 0.0, []
+    relay = session.service.relay(lambda e: run_benchmark(e, pairs, spec))
+    async with aclosing(relay) as events:  # leaving early aborts the run's requests
+        async for event in events:
+            if session.stop.is_set():
+                yield outputs(progress=CANCELLED)
+                return
+            if isinstance(event, BenchmarkResult):
+                break
+            point = (event.elapsed_s, event.output_tokens, event.tokens_per_second)
+            points.append(dict(zip(TIMELINE_KEYS, point, strict=True)))
+            if time.monotonic() - shown >= REFRESH_SECONDS:
+                shown = time.monotonic()
+                yield outputs(
+                    progress=progress_markdown(event),
+                    throughput=throughput_figure(points),
+                    rouge=rouge_figure(event.samples),
+                )
+    yield _finished(session, event)
+
+
+def _finished(session: BenchmarkSession, event: BenchmarkResult) -> tuple:
+    """The outputs of a finished run, kept among the earlier runs and saved for download."""
+    result = event.to_dict()
+    keys = ("workload", "n", "tokens_per_second", "rouge_l_mean", "wall_seconds")
+    session.runs.append({k: result[k] for k in keys})
+    return outputs(
+        progress=f"Done: **{result['tokens_per_second']:,.1f} output tokens/s** over "
+        f"{result['n']} questions from {result['question_set']}; prompt: {result['prompt']}",
+        throughput=throughput_figure(result["timeline"]),
+        rouge=rouge_figure(result["samples"]),
+        summary=summary_markdown(result),
+        table=table_rows(event.samples),
+        files=session.save(result),
+        compare=comparison_figure(session.runs),
+    )
 
 
 def make_cancel(session: BenchmarkSession):
@@ -297,10 +340,20 @@ def build_benchmark_tab(service: EngineService) -> None:
     )
     files = gr.File(label="Download results (JSON, CSV)", file_count="multiple", interactive=False)
     compare = gr.Plot(label="Earlier runs")
+    shown = dict(
+        progress=progress,
+        throughput=tps_plot,
+        rouge=rouge_plot,
+        summary=summary,
+        table=table,
+        files=files,
+        compare=compare,
+        question_set=question_set,
+    )
     event = run_btn.click(
         make_run(session),
         [workload, limit, max_new, upload, question_set, thinking],
-        [progress, tps_plot, rouge_plot, summary, table, files, compare, question_set],
+        [shown[name] for name in OUTPUTS],
         api_name="run_benchmark",
         concurrency_limit=None,
         show_progress="hidden",  # the progress line says it all; no overlay or error badges

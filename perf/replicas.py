@@ -1,7 +1,8 @@
 """Several engines sharing one GPU: does splitting the batch across engine processes help?
 
-    python -m bench.replicas --replicas 2 --workload full --runs 3 --profile h100 \
+    python -m perf.replicas --replicas 2 --workload full --runs 3 --profile h100 \
         --model qwen3-0.6b-random
+    python -m perf.replicas --question-set sample --model tiny-random --profile cpu --limit 8
 
 Each replica is a separate process with its own offline vLLM engine on the same GPU and
 `gpu_memory_utilization / replicas` of its memory; the questions are dealt out round-robin.
@@ -20,41 +21,30 @@ import sys
 import time
 from pathlib import Path
 
-from bench.runner import WORKLOADS
-from engine import add_config_arguments, config_from_args
+from bench.workloads import WORKLOADS
+from engine import config_from_args
 from engine.config import positive_int
-from engine.models import resolve_model
+from perf.offline import offline_batch, start_llm, timed_generate, tool_parser, tool_questions
 
 
-def child(args, config) -> None:
-    """One replica: build the engine, warm up, then run the shard whenever told to."""
-    from vllm import LLM
-
-    from bench.bare import offline_workloads
-    from engine.bare import offline_requests
-    from engine.engine import engine_kwargs_for
-
-    share = slice(args.shard, args.limit, args.replicas)
-    batches = offline_workloads(config, [args.workload], args.data, share, args.max_new_tokens)
-    inputs, sampling = offline_requests(*batches[args.workload])
-    model = resolve_model(config.model)
-    kwargs = engine_kwargs_for(config, model)
-    kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization / args.replicas
+def child(args, config, pairs) -> None:
+    """One replica: build the engine, warm up, then run its shard whenever told to."""
+    share = pairs[args.shard :: args.replicas]
+    inputs, sampling = offline_batch(config, args.workload, share, args.max_new_tokens)
+    overrides = {"gpu_memory_utilization": config.gpu_memory_utilization / args.replicas}
     if args.replicas > 1 and not config.on_cpu:
         # Replicas start together: a fixed KV cache size keeps each one's memory profiling
         # from counting the others' allocations as its own.
-        kwargs["kv_cache_memory_bytes"] = int(args.kv_cache_gib * 2**30)
-    llm = LLM(**kwargs)
-    llm.generate(inputs, sampling, use_tqdm=False)
+        overrides["kv_cache_memory_bytes"] = int(args.kv_cache_gib * 2**30)
+    llm = start_llm(config, **overrides)
+    timed_generate(llm, inputs, sampling)  # warm-up
     print(json.dumps({"ready": args.shard}), flush=True)
     for run in range(args.runs):
         go = Path(args.sync) / f"go.{run}"
         while not go.exists():
             time.sleep(0.0005)
-        outs = llm.generate(inputs, sampling, use_tqdm=False)
-        end = time.time()
-        tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-        print(json.dumps({"run": run, "end": end, "tokens": tokens}), flush=True)
+        tokens = timed_generate(llm, inputs, sampling)["output_tokens"]
+        print(json.dumps({"run": run, "end": time.time(), "tokens": tokens}), flush=True)
 
 
 def parent(args, argv: list[str]) -> dict:
@@ -66,7 +56,7 @@ def parent(args, argv: list[str]) -> dict:
     started = time.time()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.replicas", *argv, "--shard", str(i)],
+            [sys.executable, "-m", "perf.replicas", *argv, "--shard", str(i)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -104,27 +94,24 @@ def parent(args, argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__)
+    parser = tool_parser("python -m perf.replicas", __doc__)
     parser.add_argument("--replicas", type=positive_int, default=2)
     parser.add_argument("--workload", choices=WORKLOADS, default="full")
-    parser.add_argument("--limit", type=positive_int, default=358)
-    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
     parser.add_argument("--runs", type=positive_int, default=3)
-    parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--kv-cache-gib", type=float, default=6.0, help="per replica, if > 1")
     parser.add_argument("--sync", default="/tmp/bench-replicas")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)
-    add_config_arguments(parser)
     args = parser.parse_args(argv)
     if args.kv_cache_gib <= 0:
         parser.error("--kv-cache-gib must be more than 0")
     if args.replicas > args.limit:
         parser.error(f"--replicas ({args.replicas}) must not exceed --limit ({args.limit})")
+    pairs = tool_questions(parser, args)
     config = config_from_args(args)
     if args.shard is not None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        child(args, config)
+        child(args, config, pairs)
         return 0
     report = parent(args, argv)
     print(json.dumps(report, indent=2))

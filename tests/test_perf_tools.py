@@ -1,5 +1,6 @@
-"""The measuring tools beside `python -m bench`: the bare engine, the in-process profile and
-engine replicas, each run as a user runs it, on the real (CPU) engine."""
+"""The measuring tools in perf/: the bare engine, the in-process kernel profile, engine replicas
+and side-by-side comparisons, each run as a user runs it, on the real (CPU) engine, offline
+(the built-in sample question set)."""
 
 import json
 import subprocess
@@ -7,11 +8,14 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, offline_env
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--profile", "cpu", "--model", "tiny-random", "--limit", "6", "--max-new-tokens", "5"]
+SMALL = [
+    *("--profile", "cpu", "--model", "tiny-random", "--question-set", "sample"),
+    *("--limit", "6", "--max-new-tokens", "5"),
+]
 
 
 def run(module, *args, timeout=600):
@@ -26,10 +30,10 @@ def run(module, *args, timeout=600):
     return done
 
 
-def test_bare_runs_every_workload_on_one_engine(tmp_path, questions):
+def test_bare_runs_every_workload_on_one_engine(tmp_path):
     out = tmp_path / "bare.json"
     run(
-        "bench.bare",
+        "perf.bare",
         *SMALL,
         "--workload",
         "replay,full",
@@ -49,9 +53,9 @@ def test_bare_runs_every_workload_on_one_engine(tmp_path, questions):
     assert full["median_tokens_per_second"] > 0
 
 
-def test_profile_reports_steps_and_where_python_spends_them(tmp_path, questions):
+def test_profile_reports_steps_and_where_python_spends_them(tmp_path):
     out = tmp_path / "prof"
-    done = run("bench.profile", *SMALL, "--workload", "full", "--out", str(out))
+    done = run("perf.kernels", *SMALL, "--workload", "full", "--out", str(out))
     report = json.loads((out / "profile.json").read_text())
     assert report["output_tokens"] == 6 * 5
     # one prefill step plus one per further token (prefill already yields the first)
@@ -69,7 +73,7 @@ def test_profile_reports_steps_and_where_python_spends_them(tmp_path, questions)
 
 
 def test_kernel_kinds_and_per_step_figures():
-    from bench.profile import kernel_kind, per_step
+    from perf.kernels import kernel_kind, per_step
 
     assert kernel_kind("void flash::flash_fwd_kernel<Flash_fwd_kernel_traits>") == "attention"
     assert kernel_kind("kernel_unified_attention_2d") == "attention"
@@ -85,10 +89,10 @@ def test_kernel_kinds_and_per_step_figures():
     assert per_step({"kernels": "no CUDA"}, 250, 28) == {}
 
 
-def test_replicas_split_the_batch_and_add_up(tmp_path, questions):
+def test_replicas_split_the_batch_and_add_up(tmp_path):
     out = tmp_path / "replicas.json"
     run(
-        "bench.replicas",
+        "perf.replicas",
         *SMALL,
         "--replicas",
         "2",
@@ -113,12 +117,12 @@ def test_replicas_split_the_batch_and_add_up(tmp_path, questions):
 @pytest.mark.parametrize(
     "module, args, message",
     [
-        ("bench.bare", ["--runs", "0"], "must be at least 1"),
-        ("bench.bare", ["--workload", "replay,nonsense"], "workloads must be from"),
-        ("bench.profile", ["--limit", "-3"], "must be at least 1"),
-        ("bench.replicas", ["--replicas", "abc"], "expected a whole number"),
-        ("bench.replicas", ["--replicas", "9", "--limit", "4"], "must not exceed --limit"),
-        ("bench.replicas", ["--kv-cache-gib", "0"], "must be more than 0"),
+        ("perf.bare", ["--runs", "0"], "must be at least 1"),
+        ("perf.bare", ["--workload", "replay,nonsense"], "unknown workload 'nonsense'"),
+        ("perf.kernels", ["--limit", "-3"], "must be at least 1"),
+        ("perf.replicas", ["--replicas", "abc"], "expected a whole number"),
+        ("perf.replicas", ["--replicas", "9", "--limit", "4"], "must not exceed --limit"),
+        ("perf.replicas", ["--kv-cache-gib", "0"], "must be more than 0"),
     ],
 )
 def test_nonsense_arguments_get_a_clear_message(module, args, message):
@@ -128,16 +132,18 @@ def test_nonsense_arguments_get_a_clear_message(module, args, message):
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
 
 
-def test_compare_reports_a_failed_variant_and_still_writes_its_table(tmp_path, questions):
+def test_compare_reports_a_failed_variant_and_still_writes_its_table(tmp_path):
     done = subprocess.run(
         [
             sys.executable,
             "-m",
-            "bench.compare",
+            "perf.compare",
             "--variants",
             "h100",
             "--workloads",
             "replay,full",
+            "--question-set",
+            "sample",
             "--out",
             str(tmp_path),
             "--",
@@ -156,3 +162,27 @@ def test_compare_reports_a_failed_variant_and_still_writes_its_table(tmp_path, q
         ("h100", "full", "exit 2, see its log"),
     ]
     assert "| h100 | full | exit 2, see its log |" in done.stdout
+
+
+def test_the_tools_load_neither_the_scorer_nor_vllm_when_imported():
+    code = (
+        "import sys, perf.bare, perf.kernels, perf.replicas, perf.compare; "
+        "print([m for m in ('jieba', 'rouge_score', 'vllm', 'gradio') if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("module", ["perf.bare", "perf.kernels", "perf.replicas"])
+def test_offline_a_tool_names_the_built_in_sample(module, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--model", "tiny-random", "--profile", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=offline_env(tmp_path),
+    )
+    assert done.returncode == 2 and "--question-set sample" in done.stderr, done.stderr[-2000:]

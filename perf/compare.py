@@ -1,22 +1,25 @@
 """Side-by-side engine settings on one machine: each variant gets a fresh engine.
 
-    python -m bench.compare --variants vllm-defaults,rtx5090,h100 --workloads replay,full \
+    python -m perf.compare --variants vllm-defaults,rtx5090,h100 --workloads replay,full \
         --runs 3 --model qwen3-0.6b-random --out results/
 
 Runs `python -m bench` once per variant (all workloads on one engine start) and, with
-`--bare`, vLLM's offline `LLM.generate` with the h100 settings; prints a Markdown table of
-every run, the median and the start-up time.
+`--bare`, vLLM's offline `LLM.generate` with the h100 settings (`python -m perf.bare`); prints
+a Markdown table of every run, the median and the start-up time. Flags after `--` go to every
+run.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.report import result_path
+from bench.workloads import workload_list
+from eval_data import add_question_arguments
+from perf.offline import command_parser
 
 ALL_SIZES = ",".join(map(str, [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]))
 
@@ -40,10 +43,13 @@ VARIANTS = {
 }
 
 
-def _run(module: str, workloads: str, args, target: Path, log: Path, flags: list[str]) -> int:
+def _run(module: str, args, target: Path, log: Path, flags: list[str]) -> int:
     """Run `python -m module` with the flags every comparison shares; output goes to `log`."""
-    common = ["--workload", workloads, "--runs", str(args.runs), "--model", args.model]
-    common += ["--limit", str(args.limit), "--out", str(target)]
+    common = ["--workload", ",".join(args.workloads), "--runs", str(args.runs)]
+    common += ["--model", args.model]
+    common += ["--limit", str(args.limit), "--question-set", args.question_set]
+    common += ["--data", str(args.data)] if args.data else []
+    common += ["--out", str(target)]
     with open(log, "w") as out:
         cmd = [sys.executable, "-m", module, *common, *flags, *args.extra]
         return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
@@ -54,7 +60,7 @@ def _row(variant: str, workload: str, code: int, path: Path) -> dict:
     if code != 0 or not path.exists():
         return {"variant": variant, "workload": workload, "error": f"exit {code}, see its log"}
     r = json.loads(path.read_text())
-    if "runs" in r:  # bench.bare
+    if "runs" in r:  # perf.bare
         figures, startup = (
             [x["tokens_per_second"] for x in r["runs"]],
             r["startup_seconds_incl_warmup"],
@@ -73,9 +79,9 @@ def _row(variant: str, workload: str, code: int, path: Path) -> dict:
 def _run_rows(label: str, module: str, tag: str, flags: list[str], args, out: Path) -> list[dict]:
     """Run `python -m module` once (all workloads on one engine start); a row per workload."""
     target = out / f"{tag}.json"
-    code = _run(module, args.workloads, args, target, out / f"{tag}.log", flags)
-    workloads = args.workloads.split(",")
-    return [_row(label, w, code, result_path(target, w, len(workloads) > 1)) for w in workloads]
+    code = _run(module, args, target, out / f"{tag}.log", flags)
+    several = len(args.workloads) > 1
+    return [_row(label, w, code, result_path(target, w, several)) for w in args.workloads]
 
 
 def run_variant(name: str, flags: list[str], args, out: Path) -> list[dict]:
@@ -88,11 +94,11 @@ def run_bare(args, out: Path) -> list[dict]:
     (vLLM's default), then in this one; all workloads on one engine start each."""
     return [
         *_run_rows(
-            "bare LLM.generate (h100)", "bench.bare", "bare", ["--profile", "h100"], args, out
+            "bare LLM.generate (h100)", "perf.bare", "bare", ["--profile", "h100"], args, out
         ),
         *_run_rows(
             "bare LLM.generate, in-process core (h100)",
-            "bench.bare",
+            "perf.bare",
             "bare-inproc",
             ["--profile", "h100", "--in-process"],
             args,
@@ -116,17 +122,14 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.compare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m perf.compare", __doc__)
     parser.add_argument(
         "--variants",
         default="vllm-defaults,rtx5090,h100",
         help=f"comma-separated, from: {', '.join(VARIANTS)}",
     )
-    parser.add_argument("--workloads", default="replay,full")
+    parser.add_argument("--workloads", type=workload_list, default=["replay", "full"])
+    add_question_arguments(parser)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=358)
     parser.add_argument("--model", default="qwen3-0.6b-random")
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in filter(None, args.variants.split(",")):
         rows += run_variant(name, VARIANTS[name], args, args.out)
-        print(table(rows[-len(args.workloads.split(",")) :]), flush=True)
+        print(table(rows[-len(args.workloads) :]), flush=True)
     if args.bare:
         rows += run_bare(args, args.out)
     (args.out / "compare.json").write_text(json.dumps(rows, indent=2))

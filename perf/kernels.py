@@ -1,6 +1,7 @@
 """Where a batch's time goes: GPU kernels against host Python, one engine, in this process.
 
-    python -m bench.profile --profile h100 --model qwen3-0.6b-random --workload full --out prof/
+    python -m perf.kernels --profile h100 --model qwen3-0.6b-random --workload full --out prof/
+    python -m perf.kernels --question-set sample --model tiny-random --profile cpu --limit 8
 
 Runs vLLM's offline `LLM.generate` with the engine core in this process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, so torch.profiler sees its kernels), warms up with the
@@ -13,19 +14,17 @@ side only.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
-from bench.runner import WORKLOADS
-from engine import add_config_arguments, config_from_args
-from engine.config import positive_int
+from bench.workloads import WORKLOADS
+from engine import config_from_args
 from engine.models import resolve_model
+from perf.offline import offline_batch, start_llm, timed_generate, tool_parser, tool_questions
 
 
 class StackSampler:
@@ -171,37 +170,54 @@ def kernel_summary(trace_path: Path, wall_s: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.profile",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = tool_parser("python -m perf.kernels", __doc__)
     parser.add_argument("--workload", choices=WORKLOADS, default="full")
-    parser.add_argument("--limit", type=positive_int, default=358)
-    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
-    parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/profile"))
     parser.add_argument("--no-kernels", action="store_true", help="skip torch.profiler")
-    add_config_arguments(parser)
     args = parser.parse_args(argv)
+    pairs = tool_questions(parser, args)
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     args.out.mkdir(parents=True, exist_ok=True)
-
-    import torch
-    from vllm import LLM
-
-    from bench.bare import offline_workloads
-    from engine.bare import offline_requests
-    from engine.engine import engine_kwargs_for
-
     config = config_from_args(args)
-    batches = offline_workloads(config, [args.workload], args.data, args.limit, args.max_new_tokens)
-    prompts, params = batches[args.workload]
-    inputs, sampling = offline_requests(prompts, params)
-    model = resolve_model(config.model)
-    llm = LLM(**engine_kwargs_for(config, model))
+    inputs, sampling = offline_batch(config, args.workload, pairs, args.max_new_tokens)
+    llm = start_llm(config)
     steps = _count_steps(llm)
-    llm.generate(inputs, sampling, use_tqdm=False)  # warm-up
+    timed_generate(llm, inputs, sampling)  # warm-up
+    timed, sampler, kernels = profiled_run(llm, inputs, sampling, steps, args)
+    model = resolve_model(config.model)
+    layers = json.loads((model.path / "config.json").read_text())["num_hidden_layers"]
+    main_thread = threading.main_thread().name
+    report = {
+        "workload": args.workload,
+        "n": len(pairs),
+        "settings": config.summary(),
+        "output_tokens": timed["output_tokens"],
+        "wall_s": round(timed["wall_seconds"], 4),
+        "tokens_per_second": round(timed["tokens_per_second"], 1),
+        "engine_steps": steps[0],
+        "ms_per_step": round(1e3 * timed["wall_seconds"] / steps[0], 3) if steps[0] else None,
+        "python_samples": sampler.samples,
+        "threads": sorted({s.split(";", 1)[0] for s in sampler.stacks}),
+        "engine_thread_split": engine_split(sampler, main_thread),
+        "top_python": sampler.top_functions(main_thread),
+        **kernels,
+        **per_step(kernels, steps[0], layers),
+    }
+    (args.out / "stacks.txt").write_text(
+        "".join(f"{stack} {n}\n" for stack, n in sampler.stacks.most_common())
+    )
+    (args.out / "profile.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "top_python"}, indent=2))
+    for row in report["top_python"][:25]:
+        print(f"{row['inclusive']:7.1%} {row['own']:7.1%}  {row['function']}")
+    return 0
+
+
+def profiled_run(llm, inputs, sampling, steps: list[int], args) -> tuple:
+    """One timed batch under the stack sampler and, with CUDA, torch.profiler.
+
+    Returns (timing, sampler, kernel summary); the steps counter restarts at 0 for it."""
+    import torch
 
     cuda = torch.cuda.is_available() and not args.no_kernels
     trace = args.out / "trace.json"
@@ -213,42 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         profiler.__enter__()
     steps[0] = 0
     with StackSampler() as sampler:
-        t0 = time.perf_counter()
-        outs = llm.generate(inputs, sampling, use_tqdm=False)
-        wall = time.perf_counter() - t0
-    if profiler is not None:
-        profiler.__exit__(None, None, None)
-        profiler.export_chrome_trace(str(trace))
-    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    main_thread = threading.main_thread().name
-    kernels = kernel_summary(trace, wall) if cuda else {"kernels": "no CUDA"}
-    layers = json.loads((model.path / "config.json").read_text())["num_hidden_layers"]
-    report = {
-        "workload": args.workload,
-        "n": len(prompts),
-        "settings": config.summary(),
-        "output_tokens": tokens,
-        "wall_s": round(wall, 4),
-        "tokens_per_second": round(tokens / wall, 1),
-        "engine_steps": steps[0],
-        "ms_per_step": round(1e3 * wall / steps[0], 3) if steps[0] else None,
-        "python_samples": sampler.samples,
-        "threads": sorted({s.split(";", 1)[0] for s in sampler.stacks}),
-        "engine_thread_split": engine_split(sampler, main_thread),
-        "top_python": sampler.top_functions(main_thread),
-        **kernels,
-        **per_step(kernels, steps[0], layers),
-    }
-    if cuda:
-        trace.unlink()
-    (args.out / "stacks.txt").write_text(
-        "".join(f"{stack} {n}\n" for stack, n in sampler.stacks.most_common())
-    )
-    (args.out / "profile.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k != "top_python"}, indent=2))
-    for row in report["top_python"][:25]:
-        print(f"{row['inclusive']:7.1%} {row['own']:7.1%}  {row['function']}")
-    return 0
+        timed = timed_generate(llm, inputs, sampling)
+    if profiler is None:
+        return timed, sampler, {"kernels": "no CUDA"}
+    profiler.__exit__(None, None, None)
+    profiler.export_chrome_trace(str(trace))
+    kernels = kernel_summary(trace, timed["wall_seconds"])
+    trace.unlink()
+    return timed, sampler, kernels
 
 
 def _count_steps(llm) -> list[int]:

@@ -2,15 +2,16 @@
 # One benchmark sitting on a GPU: the figures of BENCHMARKS.md's vLLM 0.32 section, one machine,
 # one after another, each step's log and JSON under OUT_DIR.
 #
-#   bench/sitting.sh OUT_DIR MODEL [STEP ...]
-#   SITTING_DEADLINE=$(( $(date +%s) + 1500 )) bench/sitting.sh runs/sitting qwen3-0.6b-random
+#   perf/sitting.sh OUT_DIR MODEL [STEP ...]
+#   SITTING_DEADLINE=$(( $(date +%s) + 1500 )) perf/sitting.sh runs/sitting qwen3-0.6b-random
 #
 # Steps run in the order given (default: all, most important first). A step that would not end
 # before SITTING_DEADLINE (epoch seconds) by its estimate is skipped and said so. "fresh" steps
 # first empty the compile caches (VLLM_CACHE_ROOT, TRITON_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR
 # are set below) so that they time a first start on a new machine. steps.txt lists each step
 # with its exit status and seconds. SITTING_PROFILE (default h100) and SITTING_ARGS (extra
-# flags for every command, e.g. "--limit 8") make a short trial run possible on any machine.
+# flags for every command, e.g. "--limit 8 --question-set sample") make a short trial run
+# possible on any machine, offline too.
 set -u
 out=${1:?OUT_DIR}
 model=${2:?MODEL}
@@ -43,8 +44,8 @@ step() {  # step NAME ESTIMATED_SECONDS COMMAND...
 }
 
 app() { $py -m bench --profile "$profile" "${common[@]}" "$@"; }
-bare() { $py -m bench.bare --in-process --profile "$profile" "${common[@]}" "$@"; }
-prof() { $py -m bench.profile --profile "$profile" "${common[@]}" --workload full "$@"; }
+bare() { $py -m perf.bare --in-process --profile "$profile" "${common[@]}" "$@"; }
+prof() { $py -m perf.kernels --profile "$profile" "${common[@]}" --workload full "$@"; }
 
 for s in $steps; do
   case $s in
