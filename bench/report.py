@@ -165,7 +165,24 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("device / vLLM", f"{engine.get('device', '?')} / {engine.get('vllm', '?')}"),
         ("profile", str(engine.get("profile", "?"))),
     ]
-    return rows
+    return rows + rank_rows(result.get("ranks") or [])
+
+
+def rank_rows(ranks: list[dict]) -> list[tuple[str, str]]:
+    """How a batch split over data-parallel ranks ('8 / 8'), when it ran on more than one."""
+    if len(ranks) < 2:
+        return []
+
+    def each(key: str, show=lambda v: f"{v:,}") -> str:
+        return " / ".join("n/a" if r[key] is None else show(r[key]) for r in ranks)
+
+    return [
+        ("data-parallel ranks", " / ".join(str(r["rank"]) for r in ranks)),
+        ("requests per rank", each("requests")),
+        ("output tokens per rank", each("output_tokens")),
+        ("engine steps per rank", each("engine_steps")),
+        ("mean running batch per rank", each("mean_batch", lambda v: f"{v:.1f}")),
+    ]
 
 
 def _count(x) -> str:

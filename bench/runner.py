@@ -15,7 +15,14 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field, replace
 
-from bench.metrics import mean, percentile, rouge_l_f1, tokens_per_second
+from bench.metrics import (
+    first_step_requests,
+    mean,
+    percentile,
+    rank_split,
+    rouge_l_f1,
+    tokens_per_second,
+)
 from bench.workloads import BenchmarkSpec, build_params
 from engine import Completion, Engine, answer_text
 from engine.chat import prompt_description
@@ -35,6 +42,7 @@ class Sample:
     prompt_tokens: int
     ttft_s: float | None
     latency_s: float
+    rank: int | None = None  # the data-parallel rank that served it
 
 
 @dataclass(frozen=True)
@@ -67,8 +75,9 @@ class BenchmarkResult:
     startup_seconds: float | None
     prompt: str  # which prompt the questions were sent with
     question_set: str
-    engine_steps: int  # engine steps that ran during the run (vLLM's per-step stats)
-    first_step_requests: int | None  # requests in the engine at the run's first step
+    engine_steps: int  # engine steps that ran during the run, all ranks (vLLM's stat hook)
+    first_step_requests: int | None  # requests in the engine at each rank's first step, summed
+    ranks: list[dict]  # per data-parallel rank: requests, output tokens, steps, mean batch
     engine: dict
     samples: list[Sample]
     timeline: list[dict]
@@ -175,6 +184,7 @@ class Tally:
             done.prompt_tokens,
             done.ttft_s,
             done.latency_s,
+            done.rank,
         )
         self.samples.append(sample)
         return sample
@@ -286,7 +296,10 @@ def _result(engine: Engine, spec: BenchmarkSpec, tally: Tally, steps: list) -> B
         prompt=prompt_description(spec.thinking),
         question_set=spec.question_set,
         engine_steps=len(steps),
-        first_step_requests=next((s.running + s.waiting for s in steps if s.running), None),
+        first_step_requests=first_step_requests([(s.rank, s.running, s.waiting) for s in steps]),
+        ranks=rank_split(
+            [(s.rank, s.output_tokens) for s in samples], [(s.rank, s.running) for s in steps]
+        ),
         engine={
             **status.info,
             "startup_phases": dict(status.startup_phases),

@@ -304,3 +304,20 @@ def test_a_head_whose_remote_rank_never_comes_says_so(tmp_path, questions):
         assert app.process.poll() is None  # the web server keeps serving
     finally:
         assert stop_app(app) == 0
+
+
+def test_the_summary_shows_the_split_only_over_several_ranks():
+    from bench.report import rank_rows
+
+    one = [{"rank": 0, "requests": 8, "output_tokens": 90, "engine_steps": 9, "mean_batch": 4.0}]
+    assert rank_rows(one) == []
+    two = one + [
+        {"rank": 1, "requests": 8, "output_tokens": 1200, "engine_steps": 0, "mean_batch": None}
+    ]
+    assert dict(rank_rows(two)) == {
+        "data-parallel ranks": "0 / 1",
+        "requests per rank": "8 / 8",
+        "output tokens per rank": "90 / 1,200",
+        "engine steps per rank": "9 / 0",
+        "mean running batch per rank": "4.0 / n/a",
+    }
