@@ -80,6 +80,46 @@ for s in $steps; do
         --out "$out/app-h100-bf16kv.json" ;;
     triton-app) step triton-app 120 app "${both[@]}" --attention-backend TRITON_ATTN --runs 5 \
         --out "$out/app-h100-triton.json" ;;
+    # every profile forced once on this GPU, `full` (do they all start with this vLLM?)
+    profiles) for p in turing ampere h100 rtx5090 vllm-defaults; do
+        step "profile-$p" 150 $py -m bench --profile "$p" "${common[@]}" --workload full --runs 3 \
+          --out "$out/full-$p.json"
+      done ;;
+    # data parallelism: one GPU against two, the same call; DP_RUNS runs of each workload
+    dp1) step dp1 120 env CUDA_VISIBLE_DEVICES=0 "$py" -m bench --profile "$profile" \
+        "${common[@]}" "${both[@]}" --runs "${DP_RUNS:-5}" --out "$out/dp1.json" ;;
+    dp2-fresh) fresh; step dp2-fresh 150 app "${both[@]}" --data-parallel-size 2 \
+        --runs "${DP_RUNS:-5}" --out "$out/dp2.json" ;;
+    dp2-second) step dp2-second 120 app "${both[@]}" --data-parallel-size 2 \
+        --runs "${DP_RUNS:-5}" --out "$out/dp2-second.json" ;;
+    dp2-triton) step dp2-triton 120 app "${both[@]}" --data-parallel-size 2 \
+        --attention-backend TRITON_ATTN --runs "${DP_RUNS:-5}" --out "$out/dp2-triton.json" ;;
+    dp1-triton) step dp1-triton 120 env CUDA_VISIBLE_DEVICES=0 "$py" -m bench \
+        --profile "$profile" "${common[@]}" "${both[@]}" --attention-backend TRITON_ATTN \
+        --runs "${DP_RUNS:-5}" --out "$out/dp1-triton.json" ;;
+    dp2-defaults) step dp2-defaults 150 $py -m bench --profile vllm-defaults "${common[@]}" \
+        "${both[@]}" --data-parallel-size 2 --runs "${DP_RUNS:-5}" --out "$out/dp2-defaults.json" ;;
+    dp2-uni) step dp2-uni 120 app "${both[@]}" --data-parallel-size 2 \
+        --distributed-executor-backend uni --runs "${DP_RUNS:-5}" --out "$out/dp2-uni.json" ;;
+    # which process is busy while two ranks run `full`: the front end, a rank, the coordinator
+    dp2-cpu) step dp2-cpu 120 $py -m perf.cpu_share --out "$out/dp2-cpu.json" -- \
+        "$py" -m bench --profile "$profile" "${common[@]}" --workload full --runs 5 \
+        --data-parallel-size 2 --out "$out/dp2-cpu-bench.json" ;;
+    # two hosts played by two processes: the head (rank 0, GPU 0) and a rank on "another host"
+    # (rank 1, GPU 1, python -m engine.rank), the benchmark through the head
+    two-hosts)
+      hosts=(--profile "$profile" --model "$model" --data-parallel-size 2
+        --data-parallel-size-local 1 --data-parallel-address 127.0.0.1
+        --data-parallel-rpc-port 13345)
+      CUDA_VISIBLE_DEVICES=1 $py -m engine.rank --data-parallel-start-rank 1 "${hosts[@]}" \
+        >"$out/two-hosts-rank1.log" 2>&1 &
+      rank1=$!
+      step two-hosts 150 env CUDA_VISIBLE_DEVICES=0 "$py" -m bench "${hosts[@]}" --thinking on \
+        "${extra[@]}" "${both[@]}" --runs 3 --out "$out/two-hosts.json"
+      kill -TERM "$rank1"; wait "$rank1" ;;
+    # the product itself: app.py on two GPUs, chat, the Benchmark tab, a /predict batch, stop
+    e2e) step e2e 240 $py -m perf.e2e --out "$out/e2e" -- --profile "$profile" --model "$model" \
+        --data-parallel-size "${E2E_RANKS:-2}" ;;
     *) echo "unknown step $s" | tee -a "$out/steps.txt" ;;
   esac
 done
