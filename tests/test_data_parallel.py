@@ -221,11 +221,13 @@ class TestTwoRanks:
     @pytest.mark.timeout(300)
     def test_sigterm_leaves_no_process_and_no_dead_engine_error(self, two_ranks):
         children = psutil.Process(two_ranks.process.pid).children(recursive=True)
+        logged_before = len(two_ranks.log.read_text(errors="replace"))
         assert stop_app(two_ranks) == 0
         _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, f"left after shutdown: {alive}"
-        log = two_ranks.log.read_text(errors="replace")
-        assert "EngineDeadError" not in log, log[-3000:]
+        shutdown_log = two_ranks.log.read_text(errors="replace")[logged_before:]
+        assert "[app] shutting down" in shutdown_log
+        assert "EngineDeadError" not in shutdown_log, shutdown_log[-3000:]
 
 
 # ---- two hosts, played by two processes ---------------------------------------------------
