@@ -504,12 +504,27 @@ class Engine:
                     self._set("warming", f"warm-up batch: {done} of {n} done", done / n)
 
     def shutdown(self) -> None:
-        """Stop vLLM and its processes; the engine is unusable afterwards."""
+        """Stop vLLM and its processes; the engine is unusable afterwards. From the engine's
+        loop, prefer `close`."""
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.shutdown()
         if self._status.phase != "failed":
             self._set("stopped", "engine shut down")
+
+    async def close(self) -> None:
+        """`shutdown` from the engine's loop, vLLM's output handler stopped first.
+
+        vLLM's own shutdown ends the engine processes before it cancels that handler, which
+        then reads their end as a dead engine and logs an EngineDeadError (every time with
+        data parallelism, where each rank's exit is watched); stopping it first keeps a
+        clean shutdown clean.
+        """
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            await asyncio.gather(handler, return_exceptions=True)
+        await asyncio.to_thread(self.shutdown)
 
     # ---- health ----------------------------------------------------------------------
     def dead_reason(self) -> str | None:

@@ -65,7 +65,7 @@ class EngineService:
         old = self.engine
         old.mark_failed(why)
         with suppress(Exception):
-            await asyncio.to_thread(old.shutdown)
+            await old.close()
         self.restarts += 1
         self.engine = Engine(self.config)
         await self._boot()
@@ -93,7 +93,7 @@ class EngineService:
         self._closing = True
         if self._thread.is_alive():
             with suppress(Exception):
-                self.submit(asyncio.to_thread(self.engine.shutdown)).result(timeout=60)
+                self.submit(self.engine.close()).result(timeout=60)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
         else:
