@@ -520,10 +520,13 @@ class Engine:
         data parallelism, where each rank's exit is watched); stopping it first keeps a
         clean shutdown clean.
         """
-        handler = getattr(self._llm, "output_handler", None)
+        llm = self._llm
+        handler = getattr(llm, "output_handler", None)
         if handler is not None and not handler.done():
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
+            # Nothing delivers their outputs now: requests still in flight end with an error.
+            llm.output_processor.propagate_error(EngineUnavailable("the engine was shut down"))
         await asyncio.to_thread(self.shutdown)
 
     # ---- health ----------------------------------------------------------------------
