@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from engine import devices
+if TYPE_CHECKING:
+    from engine.devices import Gpu
 
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 BENCH_BATCH = 358  # the course evaluation's batch: every question submitted at once
@@ -132,6 +134,8 @@ class EngineConfig:
     @property
     def on_cpu(self) -> bool:
         """Whether vLLM runs on the CPU here (its CPU build, or no GPU), whatever the profile."""
+        from engine import devices
+
         return devices.runs_on_cpu()
 
     @property
@@ -316,7 +320,7 @@ def fit_to_memory(profile: str, memory_gib: float) -> tuple[dict, str]:
     return fitted, f"sized for {why}: {settings}"
 
 
-def choose_profile(gpu: devices.Gpu | None, vllm_build: str | None) -> tuple[str, dict, str]:
+def choose_profile(gpu: Gpu | None, vllm_build: str | None) -> tuple[str, dict, str]:
     """(profile, memory overrides, reason) for a machine: its GPU family and memory decide."""
     if vllm_build == "cpu":
         return "cpu", {}, "chosen by auto: vLLM's CPU build is installed"
@@ -333,6 +337,8 @@ def choose_profile(gpu: devices.Gpu | None, vllm_build: str | None) -> tuple[str
 
 def detect_profile() -> tuple[str, dict, str]:
     """`choose_profile` for this machine (NVML, no CUDA)."""
+    from engine import devices
+
     return choose_profile(devices.gpu(), devices.vllm_build())
 
 
@@ -470,6 +476,8 @@ def resolve_ranks(value: int | str | None) -> int | None:
     """`--data-parallel-size`: a number as given, `auto` = every visible GPU (1 on the CPU)."""
     if value != "auto":
         return value
+    from engine import devices
+
     return 1 if devices.runs_on_cpu() else len(devices.gpus())
 
 

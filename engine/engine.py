@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from engine import modelinfo
 from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_prompt_ids, resolve_thinking, token_ids
 from engine.config import BATCH_SUBMIT_MODES, EngineConfig
-from engine.devices import placement
 from engine.models import ResolvedModel, resolve_model
 
 MODELINFO_TIMEOUT_S = 120  # the side inspection of the model class (engine.modelinfo)
@@ -447,6 +446,8 @@ class Engine:
         self.thinking = resolve_thinking(
             self.config.thinking, self.config.model, self.model.random_weights
         )
+        from engine.devices import placement  # here: `python -m engine.devices` stays clean
+
         self._status = replace(
             self._status,
             info={

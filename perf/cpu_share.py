@@ -7,8 +7,8 @@ Runs the command and samples, every `--interval` seconds, the CPU share of its p
 app's front end: AsyncLLM's output handling for every rank) and of each descendant by its
 process title (VLLM::EngineCore_DP0, VLLM::Worker, VLLM::DPCoordinator, ...). One process
 near 100 % (a core) while the GPUs wait is where a step's time goes. Writes every sample
-and, per process, the mean and the 90th percentile over the busy samples (those where the
-command's processes together use more than half their highest total).
+and, per process, the mean and the 90th percentile over the busy samples (those in which
+vLLM's engine processes average over 50 %, i.e. the engine is stepping).
 """
 
 from __future__ import annotations
@@ -60,11 +60,14 @@ def sample(command: list[str], interval: float) -> tuple[int, list[dict]]:
 
 
 def busy_summary(samples: list[dict]) -> dict:
-    """Per process: mean and p90 CPU % over the busy samples (all processes together above
-    half their highest total)."""
-    totals = [sum(v for k, v in s.items() if k != "t") for s in samples]
-    peak = max(totals, default=0)
-    busy = [s for s, total in zip(samples, totals, strict=True) if total > peak / 2]
+    """Per process: mean and p90 CPU % over the busy samples, those in which vLLM's engine
+    processes (VLLM::EngineCore*) average over 50 %: the engine is stepping."""
+
+    def stepping(sample: dict) -> bool:
+        cores = [v for k, v in sample.items() if "EngineCore" in k]
+        return bool(cores) and sum(cores) / len(cores) > 50
+
+    busy = [s for s in samples if stepping(s)]
     per: dict[str, list[float]] = defaultdict(list)
     for s in busy:
         for name, value in s.items():
