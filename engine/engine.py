@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
@@ -29,6 +29,7 @@ from engine.devices import device_name
 from engine.models import ResolvedModel, resolve_model
 
 MODELINFO_TIMEOUT_S = 120  # the side inspection of the model class (engine.modelinfo)
+REASONING_PARSER = "qwen3"  # vLLM's parser for Qwen3's <think>...</think>
 WARMUP_QUESTION = "CUDA中矩阵乘法算子如何利用共享内存减少全局内存访问？请结合线程块说明。"
 
 
@@ -180,7 +181,15 @@ def engine_kwargs_for(config: EngineConfig, model: ResolvedModel) -> dict:
 
     from vllm.engine.arg_utils import EngineArgs
 
-    kwargs = {"model": str(model.path), "tokenizer": str(model.path), **config.engine_kwargs()}
+    kwargs = {
+        "model": str(model.path),
+        "tokenizer": str(model.path),
+        # The name clients and the metrics' model_name label see, not the folder's path.
+        "served_model_name": model.served_name,
+        # Where vLLM's OpenAI server and structured outputs split Qwen3's <think> block.
+        "reasoning_parser": REASONING_PARSER,
+        **config.engine_kwargs(),
+    }
     if model.random_weights:
         kwargs["load_format"] = "dummy"
     known = {f.name for f in dc.fields(EngineArgs)}
@@ -254,11 +263,19 @@ def build_engine_args(config: EngineConfig, model: ResolvedModel):
     return AsyncEngineArgs(**engine_kwargs_for(config, model))
 
 
-class Engine:
-    """The one shared AsyncLLM with its tokenizer, warm-up and status."""
+BeforeReady = Callable[["Engine"], Awaitable[None]]
 
-    def __init__(self, config: EngineConfig):
+
+class Engine:
+    """The one shared AsyncLLM with its tokenizer, warm-up and status.
+
+    `before_ready` coroutines run once vLLM is up and warm, before the status says ready
+    (e.g. building an HTTP server's state on this engine).
+    """
+
+    def __init__(self, config: EngineConfig, before_ready: Sequence[BeforeReady] = ()):
         self.config = config
+        self.before_ready = before_ready
         self.counters = Counters()
         self.model: ResolvedModel | None = None
         self.tokenizer = None
@@ -272,6 +289,11 @@ class Engine:
     @property
     def status(self) -> EngineStatus:
         return self._status
+
+    @property
+    def async_llm(self):
+        """vLLM's AsyncLLM once built (None before), for code that serves vLLM's own APIs."""
+        return self._llm
 
     def _set(self, phase: str, message: str, progress: float | None = None, **kw) -> None:
         self._status = replace(self._status, phase=phase, message=message, progress=progress, **kw)
@@ -297,6 +319,10 @@ class Engine:
         try:
             await self._build()
             await self.warm_up()
+            if self.before_ready:
+                async with self._startup_phase("api", "loading", "building the HTTP API's state"):
+                    for hook in self.before_ready:
+                        await hook(self)
             _freeze_startup_heap()
         except BaseException as err:
             self._set(
@@ -342,6 +368,7 @@ class Engine:
             self._status,
             info={
                 "model": self.model.name,
+                "served_model_name": self.model.served_name,
                 "model_source": self.model.source,
                 "random_weights": self.model.random_weights,
                 "device": device_name(self.config),
@@ -395,6 +422,11 @@ class Engine:
     def require_ready(self) -> None:
         """Raise EngineUnavailable unless the engine can take requests now."""
         self._require(admit=0)
+
+    def admit(self, count: int = 1):
+        """The AsyncLLM, if it is ready and `count` more requests fit the queue limit; else
+        raise EngineUnavailable or EngineBusy. For callers that drive vLLM themselves."""
+        return self._require(admit=count)
 
     def _require(self, ready: bool = True, admit: int = 1):
         if self._llm is None or (ready and not self._status.ready):
