@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 
 from engine import modelinfo
 from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, render_prompt, resolve_thinking
@@ -413,6 +414,20 @@ class Engine:
     def mark_failed(self, reason: str) -> None:
         self._set("failed", reason, error=reason)
 
+    def fail_unfinished(self, reason: str) -> None:
+        """End every request in flight with an error (503 over vLLM's HTTP API), before a
+        restart shuts vLLM down: shutting down alone ends them with a quiet 'abort' finish,
+        which a client takes for a complete reply."""
+        llm = self._llm
+        if llm is None or llm.errored:
+            return  # a dead engine has already failed its requests
+        from vllm.exceptions import GracefulHTTPError
+
+        error = GracefulHTTPError(
+            f"engine restarting ({reason}); try again shortly", HTTPStatus.SERVICE_UNAVAILABLE
+        )
+        llm.output_processor.propagate_error(error)
+
     def unfinished_requests(self) -> int:
         """Requests vLLM still tracks (running, waiting or being aborted)."""
         if self._llm is None:
@@ -516,7 +531,7 @@ class Engine:
             self._raise_clear(err)
         finally:
             await outputs.aclose()
-            if not finished and self._llm is not None and not self._llm.errored:
+            if not finished and self._can_abort():
                 await self._llm.abort(request_id)
 
     async def generate_many(
@@ -604,7 +619,7 @@ class Engine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if unfinished and self._llm is not None and not self._llm.errored:
+            if unfinished and self._can_abort():
                 await self._llm.abort(sorted(unfinished))
 
     @asynccontextmanager
@@ -629,11 +644,18 @@ class Engine:
             if self._holds == 0 and not llm.errored:
                 await client.resume_scheduler_async()
 
+    def _can_abort(self) -> bool:
+        """Whether aborting requests still means anything (not on a dead or failed engine,
+        which may be shutting down in another thread)."""
+        return self._llm is not None and not self._llm.errored and self._status.phase != "failed"
+
     def _raise_clear(self, err: BaseException):
         reason = self.dead_reason()
         if reason:
             self.mark_failed(reason)
             raise EngineUnavailable(reason) from err
+        if self._status.phase == "failed":  # e.g. requests ended by `fail_unfinished`
+            raise EngineUnavailable(f"engine stopped: {self._status.message}") from err
         if isinstance(err, ValueError):
             raise RequestError(str(err)) from err
         raise err

@@ -13,8 +13,9 @@ In front of vLLM's app, on every route but the course's:
 - `token`: a bearer token on everything except `/health`, `/ping`, `/version` and the API docs,
   including the routes that vLLM's own `--api-key` leaves open (`/invocations`, `/metrics`,
   `/inference/v1/generate`, ...);
-- admission: a request that would take the engine past `max_queued_requests` gets 429, one that
-  arrives while the engine is not ready (starting, restarting) gets 503, in vLLM's error shape;
+- admission: a request that would take the engine past `max_queued_requests`, or that arrives
+  while the engine is not ready (starting, restarting), gets 503 with Retry-After in vLLM's
+  error shape (vLLM answers its own queue limit with 503 too);
 - every new engine (start, restart) gets the app's state rebuilt on its AsyncLLM before it says
   ready (the first build takes seconds of the engine loop's time);
 - chat completions carry Qwen3's reasoning (split off by vLLM's `qwen3` reasoning parser) as
@@ -169,11 +170,7 @@ class OpenAIApi:
                 engine.admit(1)
             else:
                 engine.require_ready()
-        except EngineBusy as err:
-            return error_response(
-                429, str(err), "TooManyRequestsError", **{"Retry-After": RETRY_AFTER_S}
-            )
-        except EngineUnavailable as err:
+        except (EngineBusy, EngineUnavailable) as err:  # vLLM's own queue limit: 503 too
             return error_response(
                 503, str(err), "ServiceUnavailableError", **{"Retry-After": RETRY_AFTER_S}
             )

@@ -67,6 +67,7 @@ class EngineService:
     async def _restart(self, why: str) -> None:
         old = self.engine
         old.mark_failed(why)
+        old.fail_unfinished(why)
         with suppress(Exception):
             await asyncio.to_thread(old.shutdown)
         self.restarts += 1
