@@ -139,7 +139,7 @@ class OpenAIApi:
             return
         refusal = self._refusal(scope)
         if refusal is None and scope["path"] == CHAT_PATH:
-            await self.app(scope, receive, _reasoning_alias(send))
+            await self.app(scope, receive, with_reasoning_content(send))
         elif refusal is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
@@ -230,7 +230,7 @@ def alias_events(events: bytes) -> bytes:
     return b"\n\n".join(out)
 
 
-def _reasoning_alias(send: Send) -> Send:
+def with_reasoning_content(send: Send) -> Send:
     """Wrap an ASGI `send` so chat completions (whole or streamed) get `reasoning_content`."""
     held: dict = {"start": None, "mode": "pass", "buffer": b""}
 

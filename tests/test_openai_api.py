@@ -14,6 +14,7 @@ seed), and compare the chat's split with the raw completion of the same prompt.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -119,6 +120,69 @@ def read_until_error(chunks) -> tuple[int, Exception | None]:
     except openai.APIError as err:
         return count, err
     return count, None
+
+
+# ---- reasoning_content beside vLLM's reasoning (no engine) --------------------------------
+def _relay(messages: list[dict]) -> list[dict]:
+    from engine.openai_api import with_reasoning_content
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def play():
+        relay = with_reasoning_content(send)
+        for message in messages:
+            await relay(message)
+
+    asyncio.run(play())
+    return sent
+
+
+def _start(kind: bytes, length: int | None = None) -> dict:
+    headers = [(b"content-type", kind)]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    return {"type": "http.response.start", "status": 200, "headers": headers}
+
+
+def _body(data: bytes, more: bool) -> dict:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+def test_a_whole_reply_gets_reasoning_content_and_a_new_length():
+    body = json.dumps({"choices": [{"message": {"content": "a", "reasoning": "思考"}}]}).encode()
+    sent = _relay(
+        [_start(b"application/json", len(body)), _body(body[:9], True), _body(body[9:], False)]
+    )
+    reply = json.loads(sent[1]["body"])
+    assert reply["choices"][0]["message"]["reasoning_content"] == "思考"
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(sent[1]["body"])).encode()
+    errors = b'{"error": {"message": "no", "code": 400}}'
+    assert _relay([_start(b"application/json"), _body(errors, False)])[1]["body"] == errors
+
+
+def test_streamed_events_split_anywhere_get_reasoning_content():
+    events = (
+        b"".join(
+            b"data: " + json.dumps({"choices": [{"delta": delta}]}).encode() + b"\n\n"
+            for delta in ({"role": "assistant"}, {"reasoning": "r1"}, {"content": "c1"})
+        )
+        + b"data: [DONE]\n\n"
+    )
+    pieces = [events[i : i + 7] for i in range(0, len(events), 7)]
+    messages = [_body(p, i < len(pieces) - 1) for i, p in enumerate(pieces)]
+    sent = _relay([_start(b"text/event-stream"), *messages])
+    text = b"".join(m["body"] for m in sent[1:]).decode()
+    blocks = [b for b in text.split("\n\n") if b]
+    assert blocks[-1] == "data: [DONE]"
+    deltas = [json.loads(b[6:])["choices"][0]["delta"] for b in blocks[:-1]]
+    assert deltas == [
+        {"role": "assistant"},
+        {"reasoning": "r1", "reasoning_content": "r1"},
+        {"content": "c1"},
+    ]
 
 
 # ---- the session's app: what a client sees -----------------------------------------------
