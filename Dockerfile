@@ -1,4 +1,5 @@
-# Qwen3 vLLM demo: Gradio UI on 7860, course HTTP API on 8000. Needs an NVIDIA GPU:
+# Qwen3 vLLM demo: Gradio UI on 7860; course API and OpenAI-compatible API on 8000.
+# Needs an NVIDIA GPU:
 #   docker build -t qwen3-vllm-demo .            # --build-arg DOWNLOAD_MODEL=0: no model baked in
 #   docker run --gpus all -p 7860:7860 -p 8000:8000 qwen3-vllm-demo [app flags, e.g. --auth user:pass]
 # Without the baked-in model the app downloads one at start; or mount one and pass --model.

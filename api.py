@@ -1,27 +1,35 @@
-"""The course evaluator's HTTP API, served from the shared engine beside the UI.
+"""The HTTP API on one port, from the shared engine beside the UI: the course evaluator's
+routes and vLLM's OpenAI-compatible server (`engine.openai_api`).
 
     GET  /          -> {"status": "batch"} once the engine is warm, else {"status": "initializing"}
     GET  /stats     -> engine phase and load (requests in flight, scheduler queues)
     POST /predict   {"prompt": "q"}        -> {"response": "a"}
                     {"prompt": ["q1", ...]} -> {"response": ["a1", ...]}  (same order, one batch)
+    /v1/models, /v1/chat/completions, /v1/completions, /tokenize, /health, /metrics, ...: vLLM's
 
 Each prompt is wrapped in the chat template (system prompt, question, generation prompt open)
 and answered greedily; the reply's reasoning, if any, is left out. Bad requests get a 4xx with
-a message; an engine that is not ready gets 503. An optional bearer token guards /predict.
+a message; an engine that is not ready gets 503. An optional bearer token guards /predict and
+every OpenAI route that can generate or reveal anything.
+
+The server runs on the engine's event loop: vLLM's streaming responses then reach the client
+token by token (served from another loop, chunks arrived in bunches about every 100 ms).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import threading
+import time
+from contextlib import suppress
 from dataclasses import replace
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from engine import GREEDY, EngineBusy, EngineService, EngineUnavailable, RequestError
+from engine.openai_api import OpenAIApi
 
 MAX_BODY_BYTES = 8 * 2**20
 
@@ -63,14 +71,14 @@ def parse_prompts(body: bytes, max_batch: int) -> tuple[list[str], bool]:
     return prompts, many
 
 
-def build_api(
+def course_routes(
     service: EngineService, max_new_tokens: int = 256, token: str | None = None
-) -> FastAPI:
-    """The FastAPI app with the course's two routes over `service`."""
-    app = FastAPI(title="Qwen3 course evaluation API", docs_url="/docs", redoc_url=None)
+) -> APIRouter:
+    """The course's routes over `service`."""
+    router = APIRouter(tags=["course evaluator"])
     params = replace(GREEDY, max_new_tokens=max_new_tokens)
 
-    @app.get("/")
+    @router.get("/")
     async def readiness() -> dict:
         status = service.status()
         if status.ready:
@@ -84,7 +92,7 @@ def build_api(
             "progress": status.progress,
         }
 
-    @app.get("/stats")
+    @router.get("/stats")
     async def stats() -> dict:
         """Engine load for operators and tests: requests in flight, scheduler queues."""
         status = service.status()
@@ -95,7 +103,7 @@ def build_api(
             **service.engine_load(),
         }
 
-    @app.post("/predict")
+    @router.post("/predict")
     async def predict(request: Request):
         if token and not secrets.compare_digest(
             request.headers.get("authorization", ""), f"Bearer {token}"
@@ -121,23 +129,55 @@ def build_api(
             return _error(503, str(err), **{"Retry-After": "5"})
         return {"response": answers if many else answers[0]}
 
-    return app
+    return router
+
+
+def build_api(
+    service: EngineService, max_new_tokens: int = 256, token: str | None = None
+) -> OpenAIApi:
+    """The whole HTTP API over `service`: the course routes and vLLM's OpenAI server.
+
+    Build it before `service.start()`: it builds its vLLM part as each engine comes up.
+    """
+    routes = course_routes(service, max_new_tokens, token)
+    course = FastAPI(openapi_url=None)  # vLLM's /docs lists the course routes too
+    course.include_router(routes)
+    paths = [route.path for route in routes.routes]
+    return OpenAIApi(service, course, paths, token, course_router=routes)
 
 
 class ApiServer:
-    """Runs the API with uvicorn on its own thread (its own event loop)."""
+    """Runs the API with uvicorn as a task on the engine's event loop."""
 
-    def __init__(self, app: FastAPI, host: str, port: int):
+    def __init__(self, app, service: EngineService, host: str, port: int):
+        self.service = service
+        self.port = port
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
             )
         )
-        self.thread = threading.Thread(target=self.server.run, name="api-server", daemon=True)
+        self._task = None
 
-    def start(self) -> None:
-        self.thread.start()
+    async def _serve(self) -> None:
+        try:
+            await self.server.serve()
+        except SystemExit:  # uvicorn's answer to a port in use; it must not stop the loop
+            raise OSError(f"the HTTP API could not listen on port {self.port}") from None
+
+    def start(self, timeout: float = 30) -> None:
+        """Start serving (the service must be started); raise OSError if it cannot listen."""
+        self._task = self.service.submit(self._serve())
+        deadline = time.monotonic() + timeout
+        while not self.server.started and not self._task.done():
+            if time.monotonic() > deadline:
+                raise OSError(f"the HTTP API did not start listening on port {self.port}")
+            time.sleep(0.05)
+        if self._task.done():
+            self._task.result()
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        if self._task is not None:
+            with suppress(Exception):
+                self._task.result(timeout=10)

@@ -1,7 +1,7 @@
-"""Qwen3-0.6B on one shared vLLM engine: a Gradio UI (chat, live benchmark) plus the course
-evaluator's HTTP API, in one process.
+"""Qwen3-0.6B on one shared vLLM engine: a Gradio UI (chat, live benchmark) plus one HTTP API
+port with the course evaluator's routes and vLLM's OpenAI-compatible server, in one process.
 
-    python app.py                        # UI on :7860, course API on :8000, model picked for you
+    python app.py                        # UI on :7860, HTTP API on :8000, model picked for you
     python app.py --share --auth me:pw   # public link, password-protected
     python app.py --help                 # every flag
 """
@@ -31,12 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--api-port",
         type=int,
         default=8000,
-        help="course API port (GET /, POST /predict); 0 turns it off",
+        help="HTTP API port: the course's GET / and POST /predict, and vLLM's OpenAI-compatible "
+        "API (/v1/...) with Prometheus /metrics; 0 turns it off",
     )
     parser.add_argument(
         "--api-token",
         default=os.environ.get("QWEN_DEMO_API_TOKEN"),
-        help="require 'Authorization: Bearer TOKEN' on /predict (env QWEN_DEMO_API_TOKEN)",
+        help="require 'Authorization: Bearer TOKEN' on /predict and on every OpenAI API route "
+        "but /health, /ping, /version and the docs (env QWEN_DEMO_API_TOKEN)",
     )
     parser.add_argument(
         "--predict-max-tokens",
@@ -96,13 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     service = EngineService(config, auto_restart=not args.no_auto_restart)
-    service.start()
     api = None
-    if args.api_port:
-        api = ApiServer(
-            build_api(service, args.predict_max_tokens, args.api_token), args.host, args.api_port
-        )
-        api.start()
+    if args.api_port:  # built before the engine starts: it prepares its part on each engine
+        http_api = build_api(service, args.predict_max_tokens, args.api_token)
+        api = ApiServer(http_api, service, args.host, args.api_port)
+    service.start()
+    if api:
+        try:
+            api.start()
+        except OSError as err:
+            print(f"error: {err}", file=sys.stderr)
+            service.shutdown()
+            return 2
     if args.share and not args.auth:
         print(
             "WARNING: --share without --auth: anyone with the link can use this app and its "

@@ -19,9 +19,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 
 from engine import modelinfo
 from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_prompt_ids, resolve_thinking, token_ids
@@ -29,6 +30,7 @@ from engine.config import BATCH_SUBMIT_MODES, EngineConfig
 from engine.models import ResolvedModel, resolve_model
 
 MODELINFO_TIMEOUT_S = 120  # the side inspection of the model class (engine.modelinfo)
+REASONING_PARSER = "qwen3"  # vLLM's parser for Qwen3's <think>...</think>
 WARMUP_QUESTION = "CUDA中矩阵乘法算子如何利用共享内存减少全局内存访问？请结合线程块说明。"
 
 
@@ -209,7 +211,15 @@ def engine_kwargs_for(config: EngineConfig, model: ResolvedModel) -> dict:
 
     from vllm.engine.arg_utils import EngineArgs
 
-    kwargs = {"model": str(model.path), "tokenizer": str(model.path), **config.engine_kwargs()}
+    kwargs = {
+        "model": str(model.path),
+        "tokenizer": str(model.path),
+        # The name clients and the metrics' model_name label see, not the folder's path.
+        "served_model_name": model.served_name,
+        # Where vLLM's OpenAI server and structured outputs split Qwen3's <think> block.
+        "reasoning_parser": REASONING_PARSER,
+        **config.engine_kwargs(),
+    }
     if model.random_weights:
         kwargs["load_format"] = "dummy"
     known = {f.name for f in dc.fields(EngineArgs)}
@@ -362,11 +372,19 @@ def build_engine_args(config: EngineConfig, model: ResolvedModel):
     return AsyncEngineArgs(**engine_kwargs_for(config, model))
 
 
-class Engine:
-    """The one shared AsyncLLM with its tokenizer, warm-up and status."""
+BeforeReady = Callable[["Engine"], Awaitable[None]]
 
-    def __init__(self, config: EngineConfig):
+
+class Engine:
+    """The one shared AsyncLLM with its tokenizer, warm-up and status.
+
+    `before_ready` coroutines run once vLLM is up and warm, before the status says ready
+    (e.g. building an HTTP server's state on this engine).
+    """
+
+    def __init__(self, config: EngineConfig, before_ready: Sequence[BeforeReady] = ()):
         self.config = config
+        self.before_ready = before_ready
         self.counters = Counters()
         self.model: ResolvedModel | None = None
         self.tokenizer = None
@@ -380,6 +398,11 @@ class Engine:
     @property
     def status(self) -> EngineStatus:
         return self._status
+
+    @property
+    def async_llm(self):
+        """vLLM's AsyncLLM once built (None before), for code that serves vLLM's own APIs."""
+        return self._llm
 
     def _set(self, phase: str, message: str, progress: float | None = None, **kw) -> None:
         self._status = replace(self._status, phase=phase, message=message, progress=progress, **kw)
@@ -405,6 +428,10 @@ class Engine:
         try:
             await self._build()
             await self.warm_up()
+            if self.before_ready:
+                async with self._startup_phase("api", "loading", "building the HTTP API's state"):
+                    for hook in self.before_ready:
+                        await hook(self)
             _freeze_startup_heap()
         except BaseException as err:
             self._set(
@@ -452,6 +479,7 @@ class Engine:
             self._status,
             info={
                 "model": self.model.name,
+                "served_model_name": self.model.served_name,
                 "model_source": self.model.source,
                 "random_weights": self.model.random_weights,
                 **placement(self.config),
@@ -540,6 +568,20 @@ class Engine:
     def mark_failed(self, reason: str) -> None:
         self._set("failed", reason, error=reason)
 
+    def fail_unfinished(self, reason: str) -> None:
+        """End every request in flight with an error (503 over vLLM's HTTP API), before a
+        restart shuts vLLM down: shutting down alone ends them with a quiet 'abort' finish,
+        which a client takes for a complete reply."""
+        llm = self._llm
+        if llm is None or llm.errored:
+            return  # a dead engine has already failed its requests
+        from vllm.exceptions import GracefulHTTPError
+
+        error = GracefulHTTPError(
+            f"engine restarting ({reason}); try again shortly", HTTPStatus.SERVICE_UNAVAILABLE
+        )
+        llm.output_processor.propagate_error(error)
+
     def unfinished_requests(self) -> int:
         """Requests vLLM still tracks (running, waiting or being aborted)."""
         if self._llm is None:
@@ -549,6 +591,11 @@ class Engine:
     def require_ready(self) -> None:
         """Raise EngineUnavailable unless the engine can take requests now."""
         self._require(admit=0)
+
+    def admit(self, count: int = 1):
+        """The AsyncLLM, if it is ready and `count` more requests fit the queue limit; else
+        raise EngineUnavailable or EngineBusy. For callers that drive vLLM themselves."""
+        return self._require(admit=count)
 
     def _require(self, ready: bool = True, admit: int = 1):
         if self._llm is None or (ready and not self._status.ready):
@@ -621,7 +668,7 @@ class Engine:
             self._raise_clear(err)
         finally:
             await outputs.aclose()
-            if not finished and self._llm is not None and not self._llm.errored:
+            if not finished and self._can_abort():
                 await self._llm.abort(request_id)
 
     async def generate_many(
@@ -682,7 +729,7 @@ class Engine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if unfinished and self._llm is not None and not self._llm.errored:
+            if unfinished and self._can_abort():
                 await self._llm.abort(sorted(unfinished))
 
     def _batch_submit(self, prompts, params, submit: str | None) -> str:
@@ -741,11 +788,18 @@ class Engine:
             if self._holds == 0 and not llm.errored:
                 await client.resume_scheduler_async()
 
+    def _can_abort(self) -> bool:
+        """Whether aborting requests still means anything (not on a dead or failed engine,
+        which may be shutting down in another thread)."""
+        return self._llm is not None and not self._llm.errored and self._status.phase != "failed"
+
     def _raise_clear(self, err: BaseException):
         reason = self.dead_reason()
         if reason:
             self.mark_failed(reason)
             raise EngineUnavailable(reason) from err
+        if self._status.phase == "failed":  # e.g. requests ended by `fail_unfinished`
+            raise EngineUnavailable(f"engine stopped: {self._status.message}") from err
         if isinstance(err, ValueError):
             raise RequestError(str(err)) from err
         raise err

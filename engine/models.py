@@ -33,6 +33,7 @@ from engine.qwen3_files import (
 
 BUILT_IN = {"tiny-random": "tiny", "qwen3-0.6b-random": "qwen3-0.6b"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+MODEL_ID_FILE = ".model-id"  # in a downloaded folder: the id it came from
 
 Progress = Callable[[str, float | None], None]  # (message, fraction 0..1 or None)
 
@@ -49,6 +50,17 @@ class ResolvedModel:
     path: Path
     random_weights: bool
     source: str  # "local", "built-in", "modelscope", "huggingface"
+
+    @property
+    def served_name(self) -> str:
+        """The name HTTP clients see: the model id or built-in name; for a folder, the id it
+        was downloaded as (`python -m engine.models download` notes it), else its name."""
+        if self.source != "local":
+            return self.name
+        noted = self.path / MODEL_ID_FILE
+        if noted.is_file() and noted.read_text().strip():
+            return noted.read_text().strip()
+        return self.path.resolve().name
 
 
 def models_dir() -> Path:
@@ -186,6 +198,7 @@ def download_model(model_id: str, target: Path, progress: Progress = _quiet) -> 
             ) from None
     if not (target / "config.json").is_file():
         raise ModelError(f"download of {model_id} has no config.json: not a model")
+    (target / MODEL_ID_FILE).write_text(model_id)
     (target / ".complete").write_text(source)
     progress(f"downloaded {model_id}", 1.0)
     return source

@@ -20,7 +20,7 @@ from contextlib import suppress
 
 from engine.chat import answer_text, render_prompt
 from engine.config import EngineConfig
-from engine.engine import Chunk, Engine, EngineStatus, GenerationParams
+from engine.engine import BeforeReady, Chunk, Engine, EngineStatus, GenerationParams
 
 WATCH_SECONDS = 0.5
 
@@ -31,7 +31,10 @@ class EngineService:
     def __init__(self, config: EngineConfig, auto_restart: bool = True):
         self.config = config
         self.auto_restart = auto_restart
-        self.engine = Engine(config)
+        # Coroutines run on every new engine before it says ready (see `Engine`); add them
+        # before `start()`.
+        self.before_ready: list[BeforeReady] = []
+        self.engine = Engine(config, self.before_ready)
         self.restarts = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -64,10 +67,11 @@ class EngineService:
     async def _restart(self, why: str) -> None:
         old = self.engine
         old.mark_failed(why)
+        old.fail_unfinished(why)
         with suppress(Exception):
             await old.close()
         self.restarts += 1
-        self.engine = Engine(self.config)
+        self.engine = Engine(self.config, self.before_ready)
         await self._boot()
 
     def restart(self) -> concurrent.futures.Future:

@@ -171,8 +171,13 @@ def test_chat_streams_a_reply_with_stats(page, app):
     assert colour == "rgb(21, 128, 61)", colour  # the green badge, drawn by CSS, not a font
     assert not EMOJI.search(status.inner_text()), status.inner_text()
     assert re.search(
-        r"\(model \d+ s · import \d+ s · engine \d+ s · warm-up \d+ s\)", status.inner_text()
+        r"\(model \d+ s · import \d+ s · engine \d+ s · warm-up \d+ s · api \d+ s\)",
+        status.inner_text(),
     ), "start-up phases with their seconds"
+    port = app.api_url.rsplit(":", 1)[1]
+    assert f"HTTP API on port {port}: OpenAI-compatible /v1 (model tiny-random)" in (
+        status.inner_text()
+    ), "where the OpenAI API and the metrics are"
     open_settings(page)
     max_new = 160  # ~5-10 s on two CPU cores: long enough to watch it stream
     set_number(page, "Max new tokens", max_new)

@@ -119,3 +119,17 @@ def test_a_built_in_folder_from_an_older_tokenizer_is_rebuilt(tmp_path):
     assert build_builtin("tiny-random", path) == path
     digest = hashlib.sha256((path / "tokenizer.json").read_bytes()).hexdigest()
     assert digest == TOKENIZER_FILES["tokenizer.json"]
+
+
+def test_served_names_are_ids_built_in_names_or_folder_names(tmp_path, tiny_model_dir):
+    from engine.models import MODEL_ID_FILE, ResolvedModel
+
+    assert resolve_model("tiny-random").served_name == "tiny-random"
+    assert ResolvedModel("Qwen/Qwen3-0.6B", tmp_path, False, "cache").served_name == (
+        "Qwen/Qwen3-0.6B"
+    )
+    folder = tmp_path / "my-model"
+    shutil.copytree(tiny_model_dir, folder)
+    assert resolve_model(str(folder)).served_name == "my-model"
+    (folder / MODEL_ID_FILE).write_text("SLDRMK/Qwen3-0.6B\n")  # `download` notes its id
+    assert resolve_model(str(folder)).served_name == "SLDRMK/Qwen3-0.6B"

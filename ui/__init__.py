@@ -22,15 +22,13 @@ def build_ui(service: EngineService, api_port: int | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}")
         with gr.Row():
-            status = gr.Markdown(status_markdown(service.status()), elem_id="engine-status")
-            restart = gr.Button("Restart engine", size="sm", scale=0, elem_id="restart-engine")
-        if api_port:
-            gr.Markdown(
-                f"Course evaluator API: `GET /` and `POST /predict` on port **{api_port}**."
+            status = gr.Markdown(
+                status_markdown(service.status(), api_port=api_port), elem_id="engine-status"
             )
+            restart = gr.Button("Restart engine", size="sm", scale=0, elem_id="restart-engine")
         timer = gr.Timer(1.0)
         timer.tick(
-            lambda: status_markdown(service.status(), service.restarts),
+            lambda: status_markdown(service.status(), service.restarts, api_port),
             None,
             status,
             api_visibility="private",
@@ -39,7 +37,7 @@ def build_ui(service: EngineService, api_port: int | None = None) -> gr.Blocks:
 
         def restart_engine():
             service.restart()
-            return status_markdown(service.status(), service.restarts)
+            return status_markdown(service.status(), service.restarts, api_port)
 
         restart.click(restart_engine, None, status, api_name="restart_engine")
         with gr.Tabs():

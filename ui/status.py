@@ -33,8 +33,17 @@ def startup_line(status: EngineStatus, now: float | None = None) -> str:
     return " · ".join(parts)
 
 
-def status_markdown(status: EngineStatus, restarts: int = 0) -> str:
-    """A few lines of Markdown describing the engine's state."""
+def api_line(api_port: int, model: str | None = None) -> str:
+    """Where the HTTP API answers: the OpenAI-compatible routes, the metrics, the course's."""
+    name = f" (model `{model}`)" if model else ""
+    return (
+        f"HTTP API on port **{api_port}**: OpenAI-compatible `/v1`{name} · Prometheus "
+        "`/metrics` · course evaluator `GET /`, `POST /predict`"
+    )
+
+
+def status_markdown(status: EngineStatus, restarts: int = 0, api_port: int | None = None) -> str:
+    """A few lines of Markdown describing the engine's state (and where the API is)."""
     head = f"{phase_badge(status.phase)} {status.message}"
     if status.progress is not None and status.phase != "ready":
         head += f" · {status.progress:.0%}"
@@ -60,4 +69,6 @@ def status_markdown(status: EngineStatus, restarts: int = 0) -> str:
             head += f"  \n{info['idle_gpus']}"
     if restarts:
         head += f" · engine restarts: {restarts}"
+    if api_port:
+        head += "  \n" + api_line(api_port, info.get("served_model_name"))
     return head
