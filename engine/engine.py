@@ -509,7 +509,7 @@ class Engine:
         try:
             return await asyncio.wait_for(asyncio.shield(done), timeout)
         except TimeoutError:
-            _stop_child_processes()
+            await asyncio.to_thread(_stop_child_processes)
             raise EngineUnavailable(
                 f"the {remote} data-parallel rank(s) on other hosts did not join {where} within "
                 f"{timeout:.0f} s; start them there with `python -m engine.rank` and the same "
