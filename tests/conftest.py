@@ -361,3 +361,22 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout:.0f} s")
         time.sleep(interval)
+
+
+def private_app(tmp_path_factory, name: str, *flags: str, env=None, timeout: float = 400):
+    """A launched app of a test module's own (small warm-up, short /predict answers), ready;
+    stopped when the generator is closed. Later flags override the defaults."""
+    app = launch_app(
+        tmp_path_factory.mktemp(name),
+        "--warmup-batch",
+        "8",
+        "--predict-max-tokens",
+        "8",
+        *flags,
+        env=env,
+    )
+    try:
+        wait_ready(app, timeout=timeout)
+        yield app
+    finally:
+        stop_app(app)

@@ -37,6 +37,7 @@ from tests.conftest import (
     get_json,
     launch_app,
     post,
+    private_app,
     stop_app,
     wait_for,
     wait_ready,
@@ -136,23 +137,16 @@ def run_benchmark(app, questions: int, workload: str = "replay") -> tuple[str, s
 class TestTwoRanks:
     @pytest.fixture(scope="class")
     def two_ranks(self, tmp_path_factory, questions, tiny_model_dir):
-        app = launch_app(
-            tmp_path_factory.mktemp("dp2"),
+        yield from private_app(
+            tmp_path_factory,
+            "dp2",
             "--data-parallel-size",
             "2",
-            "--warmup-batch",
-            "8",
-            "--predict-max-tokens",
-            "8",
             "--max-queued-requests",
             "24",
             env={"QWEN_DEMO_API_TOKEN": ""},
+            timeout=600,
         )
-        try:
-            wait_ready(app, timeout=600)
-            yield app
-        finally:
-            stop_app(app)
 
     def test_status_and_engine_processes(self, two_ranks):
         stats = two_ranks.stats()

@@ -27,11 +27,9 @@ from tests.conftest import (
     assistant_text,
     chat_args,
     get_json,
-    launch_app,
     post,
-    stop_app,
+    private_app,
     wait_for,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.slow
@@ -51,23 +49,6 @@ def engine_core(pid: int) -> psutil.Process | None:
         except psutil.Error:
             continue
     return None
-
-
-def private_app(tmp_path_factory, name: str, *flags: str, env: dict | None = None):
-    app = launch_app(
-        tmp_path_factory.mktemp(name),
-        "--warmup-batch",
-        "8",
-        "--predict-max-tokens",
-        "8",
-        *flags,
-        env=env,
-    )
-    try:
-        wait_ready(app, timeout=400)
-        yield app
-    finally:
-        stop_app(app)
 
 
 # ---- one instance for bad input, share, and benchmark runs ---------------------------------

@@ -28,7 +28,7 @@ import openai
 import psutil
 import pytest
 
-from tests.conftest import ROOT, get_json, launch_app, post, stop_app, wait_ready
+from tests.conftest import ROOT, get_json, post, private_app, wait_ready
 
 pytestmark = [
     pytest.mark.slow,
@@ -382,23 +382,17 @@ def test_vllm_bench_serve_completes_every_request(app):
 # ---- a private app: token, admission limit, restarts -------------------------------------
 class TestGuardedApp:
     @pytest.fixture(scope="class")
-    def guarded(self, tmp_path_factory, data_dir, tiny_model_dir):
-        app = launch_app(
-            tmp_path_factory.mktemp("openai-guarded"),
+    def guarded(self, tmp_path_factory, questions, tiny_model_dir):
+        yield from private_app(
+            tmp_path_factory,
+            "openai-guarded",
             "--api-token",
             TOKEN,
             "--max-queued-requests",
             str(QUEUE_LIMIT),
             "--warmup-batch",
             "2",
-            "--predict-max-tokens",
-            "8",
         )
-        try:
-            wait_ready(app, timeout=400)
-            yield app
-        finally:
-            stop_app(app)
 
     def test_the_token_guards_every_route_that_can_generate_or_reveal(self, guarded):
         schema = json.loads(request(guarded.api_url + "/openapi.json")[1])
