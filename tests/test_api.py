@@ -89,10 +89,10 @@ def test_an_engine_that_is_not_ready_gets_503_with_the_reason(tmp_path):
     service = EngineService(
         make_config("cpu", model=str(tmp_path / "no-model")), auto_restart=False
     )
+    server = ApiServer(build_api(service, token="s3cret"), service, "127.0.0.1", free_port())
+    url = f"http://127.0.0.1:{server.port}"
     service.start()
     assert service.wait_ready(timeout=60).phase == "failed"
-    server = ApiServer(build_api(service, token="s3cret"), "127.0.0.1", free_port())
-    url = f"http://127.0.0.1:{server.server.config.port}"
     server.start()
     try:
         wait_for_server(url)
