@@ -6,7 +6,9 @@ Starts the app on free loopback ports, waits until its engine is ready, then:
 1. streams a chat reply through Gradio's client (`/chat`): chunks, time to the first one;
 2. runs the Benchmark tab's `/run_benchmark` (replay, 358 questions) through Gradio's client;
 3. sends the 358 questions as one `POST /predict` list (the course evaluator's call);
-4. stops the app with SIGTERM and checks that it exits 0, leaves no process behind and logged
+4. streams a chat completion from the OpenAI-compatible API (`/v1/chat/completions`, as the
+   `openai` client does) and reads `/metrics`;
+5. stops the app with SIGTERM and checks that it exits 0, leaves no process behind and logged
    no `EngineDeadError` or traceback.
 Writes `e2e.json` (each step's figures and outcome) and `app.log` under `--out`; exits 1 if a
 step failed. The app's flags follow `--`.
@@ -123,6 +125,44 @@ def predict_all(api: str) -> dict:
     }
 
 
+def openai_stream(api: str) -> dict:
+    """A streamed `/v1/chat/completions` (server-sent events): events, first one, tokens."""
+    models = get_json(api + "/v1/models")["data"]
+    body = {
+        "model": models[0]["id"],
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 64,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    request = urllib.request.Request(
+        api + "/v1/chat/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
+    began, first, events, usage = time.monotonic(), None, 0, None
+    with urllib.request.urlopen(request, timeout=120) as resp:
+        for line in resp:
+            if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+                continue
+            events += 1
+            first = first if first is not None else time.monotonic() - began
+            usage = json.loads(line[6:]).get("usage") or usage
+    with urllib.request.urlopen(api + "/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    generated = [
+        line for line in metrics.splitlines() if line.startswith("vllm:generation_tokens_total")
+    ]
+    return {
+        "model": models[0]["id"],
+        "events": events,
+        "first_event_s": first,
+        "seconds": time.monotonic() - began,
+        "usage": usage,
+        "metrics_generation_tokens": generated,
+    }
+
+
 def stop(app: subprocess.Popen, log: Path) -> dict:
     """SIGTERM the app; its exit code, processes left behind, and errors in its log."""
     import psutil
@@ -174,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         ("chat", lambda: chat(ui)),
         ("benchmark", lambda: benchmark(ui, args.workload)),
         ("predict", lambda: predict_all(api)),
+        ("openai", lambda: openai_stream(api)),
         ("after", lambda: get_json(api + "/stats")),
     )
     ok = True
