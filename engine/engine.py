@@ -393,6 +393,7 @@ class Engine:
         self._status = EngineStatus("idle", "not started")
         self._started = 0.0
         self._holds = 0  # batches being submitted while the scheduler is held
+        self._unfinished_failed = False  # `fail_unfinished` has ended the requests in flight
 
     # ---- lifecycle -------------------------------------------------------------------
     @property
@@ -554,8 +555,10 @@ class Engine:
         if handler is not None and not handler.done():
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
-            # Nothing delivers their outputs now: requests still in flight end with an error.
-            llm.output_processor.propagate_error(EngineUnavailable("the engine was shut down"))
+            # Nothing delivers their outputs now: requests still in flight end with an error
+            # (unless `fail_unfinished` already gave them the restart's, which is kept).
+            if not self._unfinished_failed:
+                llm.output_processor.propagate_error(EngineUnavailable("the engine was shut down"))
         await asyncio.to_thread(self.shutdown)
 
     # ---- health ----------------------------------------------------------------------
@@ -581,6 +584,7 @@ class Engine:
             f"engine restarting ({reason}); try again shortly", HTTPStatus.SERVICE_UNAVAILABLE
         )
         llm.output_processor.propagate_error(error)
+        self._unfinished_failed = True
 
     def unfinished_requests(self) -> int:
         """Requests vLLM still tracks (running, waiting or being aborted)."""
