@@ -1,22 +1,31 @@
-"""Qwen3-0.6B on one shared vLLM engine: a Gradio UI (chat, live benchmark) plus one HTTP API
-port with the course evaluator's routes and vLLM's OpenAI-compatible server, in one process.
+"""Qwen3-0.6B on one shared vLLM engine: a Gradio UI (chat, live benchmark) and one HTTP API
+port with the course evaluator's routes and vLLM's OpenAI-compatible server.
 
     python app.py                        # UI on :7860, HTTP API on :8000, model picked for you
-    python app.py --share --auth me:pw   # public link, password-protected
+    python app.py --share --auth me:pw --operator-key KEY   # public link, with logins
     python app.py --help                 # every flag
+
+Two processes: this one runs the engine and the HTTP API on one event loop; the UI runs in a
+process of its own (`python -m ui`) and reaches the engine over a private socket. Ctrl-C or
+SIGTERM (to this process or to its whole group) stops both: replies in flight end with "the
+server is shutting down", then everything exits with status 0 within seconds; a second signal
+ends it at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
+import shutil
 import sys
+import tempfile
+import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from engine import DEFAULT_MODEL, EngineService, add_config_arguments, config_from_args  # noqa: E402
 from engine.models import HUBS, cached_model, can_download  # noqa: E402
+from launch.signals import StopSignals  # noqa: E402
 
 OFFLINE_FALLBACK = "tiny-random"
 
@@ -54,6 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="protect the UI with a login (env QWEN_DEMO_AUTH)",
     )
     parser.add_argument(
+        "--operator-key",
+        default=os.environ.get("QWEN_DEMO_OPERATOR_KEY"),
+        metavar="KEY",
+        help="unlocks restarting the engine and running benchmarks on the page (env "
+        "QWEN_DEMO_OPERATOR_KEY); with --share, --auth or a non-loopback --host those "
+        "controls are off without it",
+    )
+    parser.add_argument(
         "--no-auto-restart",
         action="store_true",
         help="do not restart the engine by itself if its process dies",
@@ -86,10 +103,26 @@ def choose_model(requested: str | None) -> str:
     return OFFLINE_FALLBACK
 
 
+def ui_argv(args: argparse.Namespace, socket_path: str, config) -> list[str]:
+    """The UI process's flags (its secrets go in its environment instead)."""
+    argv = ["--socket", socket_path, "--host", args.host, "--port", str(args.port)]
+    argv += [
+        "--api-port",
+        str(args.api_port),
+        "--max-new-tokens-cap",
+        str(config.max_new_tokens_cap),
+    ]
+    argv += ["--max-queue", str(2 * config.admission_limit + 64)]
+    return argv + (["--share"] if args.share else [])
+
+
 def main(argv: list[str] | None = None) -> int:
+    signals = StopSignals(on_force=lambda n: print("[app] second signal: exiting now", flush=True))
     args = parse_args(argv)
-    from api import ApiServer, build_api
-    from ui import CSS, build_ui
+    from engine.children import isolate_engine_processes
+    from launch.reaper import start_reaper, stop_reaper
+    from launch.ui_process import UiProcess
+    from server import HttpServers, build_apps
 
     args.model = choose_model(args.model)
     try:
@@ -97,49 +130,53 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # vLLM's processes in a process group of their own: a terminal's Ctrl-C reaches this
+    # process, which stops them in order (engine.children says why).
+    isolate_engine_processes()
+    reaper = start_reaper()  # ends the engine's processes should this one be killed outright
     service = EngineService(config, auto_restart=not args.no_auto_restart)
-    api = None
-    if args.api_port:  # built before the engine starts: it prepares its part on each engine
-        http_api = build_api(service, args.predict_max_tokens, args.api_token)
-        api = ApiServer(http_api, service, args.host, args.api_port)
+    public, private = build_apps(
+        service, args.api_token, args.predict_max_tokens, openai=bool(args.api_port)
+    )
+    socket_path = os.path.join(tempfile.mkdtemp(prefix="qwen3-demo-"), "server.sock")
+    servers = HttpServers(service)
+    if args.api_port:
+        servers.add(public, host=args.host, port=args.api_port)
+    servers.add(private, uds=socket_path)
     service.start()
-    if api:
-        try:
-            api.start()
-        except OSError as err:
-            print(f"error: {err}", file=sys.stderr)
-            service.shutdown()
-            return 2
+    try:
+        servers.start()
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        service.shutdown()
+        stop_reaper(reaper)
+        return 2
+    ui = UiProcess(
+        ui_argv(args, socket_path, config),
+        {"QWEN_DEMO_AUTH": args.auth, "QWEN_DEMO_OPERATOR_KEY": args.operator_key},
+    )
+    ui.start()
     if args.share and not args.auth:
         print(
             "WARNING: --share without --auth: anyone with the link can use this app and its "
             "GPU. Add --auth USER:PASS.",
             flush=True,
         )
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    demo = build_ui(service, args.api_port or None)
-    demo.queue(default_concurrency_limit=None, max_size=config.max_queued_requests)
-    try:
-        demo.launch(
-            server_name=args.host,
-            server_port=args.port,
-            share=args.share,
-            auth=tuple(args.auth.split(":", 1)) if args.auth else None,
-            max_file_size="4mb",
-            allowed_paths=[],
-            show_error=True,
-            footer_links=["api", "gradio"],
-            css=CSS,
-        )
-    except KeyboardInterrupt:
-        pass
-    finally:
-        print("[app] shutting down", flush=True)
-        demo.close()
-        if api:
-            api.stop()
-        service.shutdown()
-    return 0
+    while not signals.wait(0.5):
+        ui.check()
+    began = time.monotonic()
+    print(f"[app] {signals.name}: shutting down", flush=True)
+    service.stop()  # replies in flight end with "the server is shutting down"
+    ui.stop()
+    servers.stop(timeout=3)
+    service.shutdown()
+    stop_reaper(reaper)
+    shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
+    print(f"[app] stopped in {time.monotonic() - began:.1f} s", flush=True)
+    sys.stderr.flush()
+    # Everything is stopped: skip the interpreter's teardown (native extensions' leak reports,
+    # joins of threads of a build that a stop cut short).
+    os._exit(0)
 
 
 if __name__ == "__main__":

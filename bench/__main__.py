@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bench.report import result_path, summary_text, write_result
 from bench.runner import BenchmarkResult, run_benchmark
+from bench.submit import SUBMIT_MODES
 from bench.workloads import WORKLOADS, BenchmarkSpec, workload_list
 from engine import EngineService, add_config_arguments, config_from_args
-from engine.config import BATCH_SUBMIT_MODES
 from eval_data import DataError, FormatError, add_question_arguments, questions_from_args
 
 
@@ -43,18 +43,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_question_arguments(parser)
     parser.add_argument("--runs", type=int, default=1, help="measured runs after warm-up")
     parser.add_argument("--out", type=Path, default=None, help="result JSON (CSV written beside)")
+    parser.add_argument(
+        "--batch-submit",
+        default="hold",
+        help=f"how the batch reaches vLLM: {', '.join(SUBMIT_MODES)}, or several joined by "
+        "commas (compared on one engine start)",
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     # Several submit modes (e.g. hold,legacy) are compared on one engine start.
-    args.submits = args.batch_submit.split(",") if args.batch_submit else [None]
-    bad = [m for m in args.submits if m is not None and m not in BATCH_SUBMIT_MODES]
-    if bad:
+    args.submits = [m for m in args.batch_submit.split(",") if m]
+    bad = [m for m in args.submits if m not in SUBMIT_MODES]
+    if bad or not args.submits:
         parser.error(
-            f"unknown batch submit mode {bad[0]!r}; choose from {', '.join(BATCH_SUBMIT_MODES)}"
+            f"unknown batch submit mode {(bad or [''])[0]!r}; choose from {', '.join(SUBMIT_MODES)}"
         )
-    args.batch_submit = args.submits[0]
     return args
 
 
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             for i, spec in enumerate(specs):
                 print(
                     f"run {run + 1}/{args.runs}: {spec.workload}, {spec.limit} questions"
-                    + (f", submit {spec.submit}" if spec.submit else ""),
+                    + (f", submit {spec.submit}" if len(args.submits) > 1 else ""),
                     file=sys.stderr,
                 )
                 results[i].append(asyncio.run(run_once(service, pairs, spec)).to_dict())

@@ -23,6 +23,7 @@ from bench.metrics import (
     rouge_l_f1,
     tokens_per_second,
 )
+from bench.submit import submit_batch
 from bench.workloads import BenchmarkSpec, build_params
 from engine import Completion, Engine, answer_text
 from engine.chat import prompt_description
@@ -98,9 +99,10 @@ async def run_benchmark(
     spec.validate(len(pairs))
     pairs = pairs[: spec.limit]
     thinking = engine.thinking if spec.thinking is None else spec.thinking
-    spec = replace(spec, thinking=bool(thinking), submit=spec.submit or engine.config.batch_submit)
-    prompts = [engine.chat_prompt(p.question, spec.system_prompt, spec.thinking) for p in pairs]
-    params = build_params(engine.encode, pairs, spec)
+    spec = replace(spec, thinking=bool(thinking), submit=spec.submit or "hold")
+    engine.admit(len(pairs))  # before the prompts are built: a busy engine refuses at once
+    # Rendering and tokenizing 358 prompts takes a while: off the loop that serves the streams.
+    prompts, params = await asyncio.to_thread(_requests, engine, pairs, spec)
     scoring = Scoring() if spec.workload == "answer" else None
     try:
         if scoring:
@@ -116,6 +118,12 @@ async def run_benchmark(
             scoring.close()
     tally.samples.sort(key=lambda s: s.index)
     yield _result(engine, spec, tally, _steps_since(engine, steps_before))
+
+
+def _requests(engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec) -> tuple[list, list]:
+    """The batch's prompts (token ids) and per-request settings."""
+    prompts = [engine.chat_prompt(p.question, spec.system_prompt, spec.thinking) for p in pairs]
+    return prompts, build_params(engine.encode, pairs, spec)
 
 
 class Scoring:
@@ -257,8 +265,8 @@ async def _progress(
 async def _collect(engine: Engine, prompts, params, spec: BenchmarkSpec, finished) -> None:
     """Put each finished request of the batch, or the error that ended it, on `finished`."""
     try:
-        async for done in engine.generate_many(
-            prompts, params, request_prefix=f"bench-{spec.workload}", submit=spec.submit
+        async for done in submit_batch(
+            engine, prompts, params, spec.submit, prefix=f"bench-{spec.workload}"
         ):
             finished.put_nowait(done)
     except Exception as err:

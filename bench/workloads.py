@@ -31,7 +31,7 @@ class BenchmarkSpec:
     thinking: bool | None = None  # None: the engine's course-prompt setting for its model
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     question_set: str = "official"  # a label for reports: which questions were asked
-    submit: str | None = None  # how the batch reaches vLLM (None: the engine's batch_submit)
+    submit: str | None = None  # how the batch reaches vLLM (bench.submit; None: hold)
 
     def validate(self, available: int) -> None:
         if self.workload not in WORKLOADS:

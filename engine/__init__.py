@@ -1,7 +1,25 @@
-"""All vLLM code: configuration, model sources, the shared engine and its service wrapper.
+"""All vLLM code: configuration, model sources, the shared engine and its service.
 
-Nothing here imports Gradio; vLLM itself is imported only when an engine starts, so the UI and
-`--help` stay light.
+Nothing here imports Gradio or serves HTTP; vLLM itself is imported only when an engine starts,
+so the UI, the HTTP layer and `--help` stay light.
+
+| module | job |
+|---|---|
+| `config` | `EngineConfig`, the one validated settings object |
+| `profiles` | named profiles, the automatic choice per GPU family, fitting to memory |
+| `flags` | the command-line flags that build an `EngineConfig` |
+| `vllm_args` | the one place that turns a config into vLLM's arguments and requests |
+| `types` | value types and errors (no vLLM) |
+| `lifecycle` | start (model, import, build, warm-up), status, health, shutdown |
+| `warmup` | the start-up warm-up: the benchmark's batch and what users send |
+| `engine` | admission, prompts, streaming (the core call), batches |
+| `service` | the engine on its own loop thread: watchdog, serialized restarts, stop |
+| `stats` | vLLM's stat hook: tokens and queues per data-parallel rank |
+| `chat` | Qwen3 prompts: messages to token ids, the context's limit, reasoning split |
+| `children` | vLLM's child processes and builds that may never return |
+| `models`, `qwen3_files`, `cache`, `modelinfo` | model sources and the cache folder |
+| `devices` | which GPUs and which vLLM build are here |
+| `rank` | `python -m engine.rank`: data-parallel ranks on another host |
 """
 
 from engine.chat import (
@@ -11,28 +29,23 @@ from engine.chat import (
     sampling_defaults,
     split_thinking,
 )
-from engine.config import (
-    BENCH_BATCH,
-    DEFAULT_MODEL,
-    PROFILE_NAMES,
-    EngineConfig,
-    add_config_arguments,
-    config_from_args,
-    make_config,
-)
-from engine.engine import (
+from engine.config import BENCH_BATCH, DEFAULT_MODEL, EngineConfig
+from engine.engine import Engine
+from engine.flags import add_config_arguments, config_from_args
+from engine.models import ModelError, resolve_model
+from engine.profiles import PROFILE_NAMES, make_config
+from engine.service import EngineService
+from engine.types import (
     GREEDY,
     Chunk,
     Completion,
-    Engine,
     EngineBusy,
     EngineStatus,
     EngineUnavailable,
     GenerationParams,
     RequestError,
+    ServerStopping,
 )
-from engine.models import ModelError, resolve_model
-from engine.service import EngineService
 
 __all__ = [
     "BENCH_BATCH",
@@ -51,6 +64,7 @@ __all__ = [
     "GenerationParams",
     "ModelError",
     "RequestError",
+    "ServerStopping",
     "add_config_arguments",
     "answer_text",
     "build_messages",

@@ -1,4 +1,5 @@
-"""Chat prompts for Qwen3: messages in, prompt text out; reasoning split from the answer.
+"""Chat prompts for Qwen3: messages in, token ids out (the one place that does it, for the chat,
+the benchmark and `/predict`); the context's limit; reasoning split from the answer.
 
 Qwen3 thinks between `<think>` and `</think>` before answering. With thinking off, the prompt
 opens the answer with an empty think block. Earlier replies go back to the model without
@@ -13,6 +14,8 @@ would spend its 256 tokens thinking, so for it the benchmark and `/predict` turn
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from engine.types import RequestError
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
@@ -109,6 +112,11 @@ def token_ids(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def prompt_ids(tokenizer, messages: list[dict], thinking: bool = True) -> list[int]:
+    """Token ids of a conversation's prompt, generation prompt open."""
+    return token_ids(tokenizer, render_prompt(tokenizer, messages, thinking))
+
+
 def chat_prompt_ids(
     tokenizer,
     question: str,
@@ -117,5 +125,99 @@ def chat_prompt_ids(
 ) -> list[int]:
     """Token ids of one question as a chat prompt, generation prompt open: with thinking on,
     the course's exact prompt (the benchmark, `/predict`, and the measuring tools use this)."""
-    messages = build_messages([], question, system_prompt)
-    return token_ids(tokenizer, render_prompt(tokenizer, messages, thinking))
+    return prompt_ids(tokenizer, build_messages([], question, system_prompt), thinking)
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A conversation's prompt cut to the context: its ids and how many earlier turns it lost."""
+
+    ids: list[int]
+    dropped_turns: int  # earlier messages left out (user and assistant, oldest first)
+
+
+def fit_to_context(
+    tokenizer, messages: list[dict], thinking: bool, max_model_len: int, reply_tokens: int
+) -> FittedPrompt:
+    """The prompt of `messages`, its oldest turns dropped until the reply has room.
+
+    The system prompt and the newest user message always stay; earlier turns go, oldest
+    first, until the prompt leaves at least `min(reply_tokens, max_model_len // 4)` tokens for
+    the reply. A newest message that does not fit even alone is a RequestError saying so.
+    """
+    room = max(1, min(reply_tokens, max_model_len // 4))
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system) :]
+    for dropped in range(len(turns)):
+        kept = turns[dropped:]
+        if dropped and kept[0]["role"] == "assistant":
+            continue  # a conversation restarts at a user turn
+        ids = prompt_ids(tokenizer, system + kept, thinking)
+        if len(ids) + room <= max_model_len:
+            return FittedPrompt(ids, dropped)
+    alone = prompt_ids(tokenizer, system + turns[-1:], thinking)
+    raise RequestError(
+        f"the message makes a prompt of {len(alone)} tokens; this engine takes at most "
+        f"{max_model_len - room} (max_model_len {max_model_len}, leaving {room} for the reply)"
+    )
+
+
+class ThinkSplitter:
+    """Splits a streamed reply into reasoning and answer deltas as its text arrives.
+
+    Text inside a leading `<think>...</think>` is reasoning, the rest the answer; a tag cut
+    across two deltas is held back until it is whole. Each part starts at its first
+    non-blank character.
+    """
+
+    def __init__(self):
+        self.mode = "start"  # start, thinking, answer
+        self.held = ""
+        self.started = {"reasoning": False, "answer": False}
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """(reasoning, answer) text that this delta adds."""
+        self.held += text
+        reasoning = answer = ""
+        if self.mode == "start":
+            stripped = self.held.lstrip()
+            if stripped.startswith(THINK_OPEN):
+                self.mode, self.held = "thinking", stripped[len(THINK_OPEN) :]
+            elif THINK_OPEN.startswith(stripped):
+                return "", ""  # perhaps the start of <think>: wait for more
+            else:
+                self.mode = "answer"
+        if self.mode == "thinking":
+            if THINK_CLOSE in self.held:
+                reasoning, self.held = self.held.split(THINK_CLOSE, 1)
+                self.mode = "answer"
+            else:
+                keep = _partial_suffix(self.held, THINK_CLOSE)
+                reasoning, self.held = (
+                    self.held[: len(self.held) - keep],
+                    self.held[len(self.held) - keep :],
+                )
+        if self.mode == "answer":
+            answer, self.held = self.held, ""
+        return self._trim("reasoning", reasoning), self._trim("answer", answer)
+
+    def finish(self) -> tuple[str, str]:
+        """What is still held back, once the reply has ended."""
+        held, self.held = self.held, ""
+        if self.mode == "thinking":
+            return self._trim("reasoning", held), ""
+        return "", self._trim("answer", held)
+
+    def _trim(self, part: str, text: str) -> str:
+        if not self.started[part]:
+            text = text.lstrip()
+            self.started[part] = bool(text)
+        return text
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of `text` that begins `tag` (a tag cut off mid-way)."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0

@@ -159,7 +159,7 @@ def placement(config) -> dict:
     '2 GPUs (0: ..., 1: ...)'), `data_parallel` (ranks in all), and `idle_gpus` (a note when
     this host shows GPUs that the engine leaves idle, naming the flag that uses them)."""
     ranks, here, remote = config.data_parallel_size, config.local_ranks, config.remote_ranks
-    if config.on_cpu:
+    if runs_on_cpu():
         device = "CPU" if ranks == 1 else f"CPU ({ranks} data-parallel ranks)"
         return {"device": device, "data_parallel": ranks, "idle_gpus": ""}
     seen = gpus()

@@ -22,7 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.config import EngineConfig, add_config_arguments, config_from_args, positive_int
+from engine.config import EngineConfig
+from engine.flags import add_config_arguments, config_from_args, positive_int
 from engine.models import resolve_model
 
 
@@ -65,26 +66,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Engin
     return args, config
 
 
-def vllm_headless_args(config: EngineConfig, start_rank: int) -> argparse.Namespace:
-    """vLLM's `serve --headless` arguments carrying exactly the engine arguments the app uses."""
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    from engine.engine import engine_kwargs_for
-
-    kwargs = engine_kwargs_for(config, resolve_model(config.model))
-    args = make_arg_parser(FlexibleArgumentParser()).parse_args(["--headless"])
-    for name, value in {**kwargs, "data_parallel_start_rank": start_rank}.items():
-        setattr(args, name, value)
-    args.api_server_count = 0  # what `vllm serve --headless` sets
-    return args
-
-
 def main(argv: list[str] | None = None) -> int:
     args, config = parse_args(argv)
     from vllm.entrypoints.cli.serve import run_headless
 
-    from engine.engine import prepare_environment
+    from engine.vllm_args import headless_args, prepare_environment
 
     prepare_environment(config)
     first = args.data_parallel_start_rank
@@ -93,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         f"joining {config.data_parallel_address}:{config.data_parallel_rpc_port}",
         flush=True,
     )
-    run_headless(vllm_headless_args(config, args.data_parallel_start_rank))
+    run_headless(headless_args(config, resolve_model(config.model), first))
     return 0
 
 

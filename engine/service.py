@@ -1,12 +1,18 @@
-"""The engine as a service for other threads: its own event loop, status, restart, relays.
+"""The engine as a service: its own event-loop thread, a watchdog, restarts and a clean stop.
 
-Gradio, the HTTP API and the command-line benchmark each run their own event loop; the engine
-runs on one loop of its own (`engine-loop` thread). Calls hop over with `call` (a coroutine's
-result) and `relay` (an async generator's items); cancelling the caller cancels the work on the
-engine loop, which aborts its requests in vLLM.
+The engine runs on one loop of its own (`engine-loop` thread); the HTTP server runs on the
+same loop, and other threads hop over with `submit`, `call` (a coroutine's result) and `relay`
+(an async generator's items); cancelling the caller cancels the work on the engine loop,
+which aborts its requests in vLLM.
 
     service = EngineService(config); service.start()
-    async for chunk in service.stream_chat(messages, params): ...
+    service.stop()        # requests in flight end with "the server is shutting down"
+    service.shutdown()    # then the engine and its processes
+
+A dead engine process is noticed and a new engine built in its place (`auto_restart`), unless
+the server is stopping: engine processes that end because the whole process group got Ctrl-C
+or SIGTERM are a stop, not a crash. Restarts are serialized: asking again while one is under
+way waits for that one, and a stop cancels it and ends the processes it started.
 """
 
 from __future__ import annotations
@@ -18,11 +24,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 
-from engine.chat import answer_text, render_prompt
+from engine.children import stop_engine_processes
 from engine.config import EngineConfig
-from engine.engine import BeforeReady, Chunk, Engine, EngineStatus, GenerationParams
+from engine.engine import Engine
+from engine.lifecycle import BeforeReady
+from engine.types import EngineStatus, EngineUnavailable, ServerStopping
 
 WATCH_SECONDS = 0.5
+# A dead engine is restarted only if no stop arrives within this time: a stop signal sent to
+# the whole process group reaches the engine's processes and this one at the same moment.
+STOP_GRACE_SECONDS = 1.5
 
 
 class EngineService:
@@ -31,52 +42,80 @@ class EngineService:
     def __init__(self, config: EngineConfig, auto_restart: bool = True):
         self.config = config
         self.auto_restart = auto_restart
-        # Coroutines run on every new engine before it says ready (see `Engine`); add them
-        # before `start()`.
+        # Coroutines run on every new engine before it says ready (see `EngineLifecycle`);
+        # add them before `start()`.
         self.before_ready: list[BeforeReady] = []
         self.engine = Engine(config, self.before_ready)
         self.restarts = 0
+        self.closing = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="engine-loop", daemon=True
         )
-        self._boot_future: concurrent.futures.Future | None = None
-        self._closing = False
+        self._booting: asyncio.Task | None = None
+        self._restarting: asyncio.Task | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         """Start the engine in the background; `status()` tells how far it got."""
         self._thread.start()
-        self._boot_future = self.submit(self._boot())
+        self.submit(self._first_boot())
         self.submit(self._watch())
 
-    async def _boot(self) -> None:
+    async def _first_boot(self) -> None:
+        self._booting = asyncio.current_task()
+        await self._boot(self.engine)
+
+    async def _boot(self, engine: Engine) -> None:
         with suppress(Exception):  # the failure is in the status; the web server keeps going
-            await self.engine.start()
+            await engine.start()
 
     async def _watch(self) -> None:
         """Notice a dead engine process, say so, and bring up a new engine if allowed."""
-        while not self._closing:
+        while not self.closing:
             await asyncio.sleep(WATCH_SECONDS)
-            reason = self.engine.dead_reason()
-            if reason and self.engine.status.phase != "failed":
-                self.engine.mark_failed(reason)
-            if reason and self.auto_restart and not self._closing:
-                await self._restart(f"{reason}; restarting")
+            engine = self.engine
+            reason = engine.dead_reason()
+            if not reason or engine.status.phase == "failed" or self._restart_running():
+                continue
+            await asyncio.sleep(STOP_GRACE_SECONDS)
+            if self.closing or engine is not self.engine:
+                return
+            engine.mark_failed(reason)
+            if self.auto_restart:
+                await self._request_restart(f"{reason}; restarting")
+
+    def _restart_running(self) -> bool:
+        return self._restarting is not None and not self._restarting.done()
+
+    async def _request_restart(self, why: str) -> None:
+        """Start a restart, or wait for the one under way."""
+        if self.closing:
+            raise ServerStopping()
+        if not self._restart_running():
+            self._restarting = asyncio.create_task(self._restart(why))
+        await asyncio.shield(self._restarting)
 
     async def _restart(self, why: str) -> None:
         old = self.engine
         old.mark_failed(why)
-        old.fail_unfinished(why)
+        old.stop_requests(EngineUnavailable(f"engine restarting ({why}); try again shortly"))
         with suppress(Exception):
             await old.close()
+        if self.closing:
+            return
         self.restarts += 1
         self.engine = Engine(self.config, self.before_ready)
-        await self._boot()
+        await self._boot(self.engine)
 
     def restart(self) -> concurrent.futures.Future:
-        """Replace the engine with a fresh one (the web servers stay up)."""
-        return self.submit(self._restart("restart requested"))
+        """Replace the engine with a fresh one (the web servers stay up); a restart asked for
+        while one is under way is that same restart."""
+        return self.submit(self._request_restart("restart requested"))
 
     def wait_ready(self, timeout: float | None = None) -> EngineStatus:
         """Block until the engine is ready or failed (or the timeout passes)."""
@@ -92,16 +131,32 @@ class EngineService:
     def status(self) -> EngineStatus:
         return self.engine.status
 
-    def shutdown(self) -> None:
+    # ---- stopping --------------------------------------------------------------------
+    def stop(self) -> None:
+        """Begin a stop (from any thread, a signal handler included): no restart from now on,
+        requests in flight end with "the server is shutting down", new ones are refused."""
+        self.closing = True
+        if self._thread.is_alive():
+            with suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._stop_on_loop)
+
+    def _stop_on_loop(self) -> None:
+        for task in (self._restarting, self._booting):
+            if task is not None and not task.done():
+                task.cancel()
+        self.engine.stop_requests(ServerStopping())
+
+    def shutdown(self, timeout: float = 30) -> None:
         """Stop the engine and its processes, then the loop thread."""
-        self._closing = True
+        self.stop()
         if self._thread.is_alive():
             with suppress(Exception):
-                self.submit(self.engine.close()).result(timeout=60)
+                self.submit(self.engine.close()).result(timeout=timeout)
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-        else:
-            self.engine.shutdown()
+            self._thread.join(timeout=5)
+        # Whatever vLLM left: processes of a build that a stop cut short, or of a shutdown
+        # that did not finish in time.
+        stop_engine_processes(timeout=5)
 
     # ---- crossing threads ------------------------------------------------------------
     def submit(self, coro: Awaitable) -> concurrent.futures.Future:
@@ -119,7 +174,7 @@ class EngineService:
     async def relay(self, make: Callable[[Engine], AsyncIterator]) -> AsyncIterator:
         """Iterate `make(engine)` on the engine loop, yielding its items on the caller's loop.
 
-        Leaving early (break, cancellation, a closed browser tab) cancels the producer there.
+        Leaving early (break, cancellation) cancels the producer there.
         """
         caller = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
@@ -154,40 +209,6 @@ class EngineService:
                 with suppress(BaseException):
                     await asyncio.wait_for(asyncio.wrap_future(future), timeout=10)
 
-    # ---- conveniences for the UI and the HTTP API ------------------------------------
-    def stream_chat(
-        self, messages: list[dict], params: GenerationParams, thinking: bool = True
-    ) -> AsyncIterator[Chunk]:
-        """Stream the reply to a chat (messages already include the system prompt)."""
-
-        def make(engine: Engine) -> AsyncIterator[Chunk]:
-            engine.require_ready()
-            ids = engine.encode(render_prompt(engine.tokenizer, messages, thinking))
-            return engine.stream(ids, params)
-
-        return self.relay(make)
-
-    async def answer_all(
-        self, questions: list[str], params: GenerationParams, thinking: bool | None = None
-    ) -> list[str]:
-        """One answer per question, in order; the whole list goes to the engine as one batch.
-
-        `thinking` None: the engine's course-prompt setting (the course's ChatML for its
-        fine-tuned model, Qwen3's empty think block for the stock model).
-        """
-
-        async def run(engine: Engine) -> list[str]:
-            engine.require_ready()
-            prompts = [engine.chat_prompt(q, thinking=thinking) for q in questions]
-            answers = [""] * len(prompts)
-            async for done in engine.generate_many(
-                prompts, [params] * len(prompts), request_prefix="predict"
-            ):
-                answers[done.index] = answer_text(done.text)
-            return answers
-
-        return await self.call(run)
-
     def engine_load(self) -> dict:
         """Requests in flight and the scheduler's last view, for tests and status pages."""
         c = self.engine.counters
@@ -196,4 +217,5 @@ class EngineService:
             "running": c.running,
             "waiting": c.waiting,
             "generated_tokens": c.generated_tokens,
+            "admission_limit": self.config.admission_limit,
         }

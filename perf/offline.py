@@ -15,9 +15,12 @@ import time
 from bench.workloads import BenchmarkSpec, build_params
 from engine import BENCH_BATCH, add_config_arguments
 from engine.chat import chat_prompt_ids, resolve_thinking, token_ids
-from engine.config import EngineConfig, positive_int
-from engine.engine import GenerationParams, engine_kwargs_for, load_tokenizer, sampling_params
+from engine.config import EngineConfig
+from engine.flags import positive_int
+from engine.lifecycle import load_tokenizer
 from engine.models import resolve_model
+from engine.types import GenerationParams
+from engine.vllm_args import engine_kwargs, sampling_params
 from eval_data import (
     DataError,
     FormatError,
@@ -91,7 +94,7 @@ def start_llm(config: EngineConfig, **overrides):
     """vLLM's offline `LLM` with the engine arguments the app would use (`overrides` win)."""
     from vllm import LLM
 
-    return LLM(**{**engine_kwargs_for(config, resolve_model(config.model)), **overrides})
+    return LLM(**{**engine_kwargs(config, resolve_model(config.model)), **overrides})
 
 
 def timed_generate(llm, inputs, sampling) -> dict:

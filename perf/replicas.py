@@ -23,7 +23,8 @@ from pathlib import Path
 
 from bench.workloads import WORKLOADS
 from engine import config_from_args
-from engine.config import positive_int
+from engine.devices import runs_on_cpu
+from engine.flags import positive_int
 from perf.offline import offline_batch, start_llm, timed_generate, tool_parser, tool_questions
 
 
@@ -32,7 +33,7 @@ def child(args, config, pairs) -> None:
     share = pairs[args.shard :: args.replicas]
     inputs, sampling = offline_batch(config, args.workload, share, args.max_new_tokens)
     overrides = {"gpu_memory_utilization": config.gpu_memory_utilization / args.replicas}
-    if args.replicas > 1 and not config.on_cpu:
+    if args.replicas > 1 and not runs_on_cpu():
         # Replicas start together: a fixed KV cache size keeps each one's memory profiling
         # from counting the others' allocations as its own.
         overrides["kv_cache_memory_bytes"] = int(args.kv_cache_gib * 2**30)

@@ -341,6 +341,29 @@ def assistant_text(output) -> str:
     return "".join(parts).strip()
 
 
+def prompt_with_budget(tokenizer, budget: int, max_model_len: int = 1024) -> str:
+    """A question whose chat prompt leaves exactly `budget` new tokens under max_model_len.
+
+    The engine caps each answer at max_model_len minus the prompt, so answers to these prompts
+    have distinct, known lengths: that makes their order checkable even though the random
+    model's text hardly depends on the question.
+    """
+    from engine.chat import chat_prompt_ids
+
+    target = max_model_len - budget
+
+    def length(n: int) -> int:
+        return len(chat_prompt_ids(tokenizer, "Count: " + " go" * n))
+
+    n = target - length(0)
+    for _ in range(8):
+        got = length(n)
+        if got == target:
+            return "Count: " + " go" * n
+        n += target - got
+    raise AssertionError(f"could not build a prompt of {target} tokens")
+
+
 def offline_env(cache: Path) -> dict:
     """The environment of a machine without network (HTTPS through a proxy that refuses), with
     an empty cache folder and no local copy of the official question set."""

@@ -83,14 +83,17 @@ def test_readiness_moves_from_initializing_to_batch(tmp_path):
 
 def test_an_engine_that_is_not_ready_gets_503_with_the_reason(tmp_path):
     """The API over an engine whose start failed (no such model: it fails before vLLM loads)."""
-    from api import ApiServer, build_api
     from engine import EngineService, make_config
+    from server import HttpServers, build_apps
 
     service = EngineService(
         make_config("cpu", model=str(tmp_path / "no-model")), auto_restart=False
     )
-    server = ApiServer(build_api(service, token="s3cret"), service, "127.0.0.1", free_port())
-    url = f"http://127.0.0.1:{server.port}"
+    public, _ = build_apps(service, "s3cret", 8)
+    port = free_port()
+    server = HttpServers(service)
+    server.add(public, host="127.0.0.1", port=port)
+    url = f"http://127.0.0.1:{port}"
     service.start()
     assert service.wait_ready(timeout=60).phase == "failed"
     server.start()

@@ -24,7 +24,7 @@ import sys
 import psutil
 import pytest
 
-from engine import config as engine_config
+from engine import flags, profiles
 from engine import devices
 from engine.devices import Gpu
 from tests.conftest import (
@@ -52,27 +52,27 @@ FOUR = tuple(Gpu(i, "NVIDIA H100 80GB HBM3", (9, 0), 79.6, f"GPU-{i}") for i in 
 def test_auto_takes_every_visible_gpu(monkeypatch):
     monkeypatch.setattr(devices, "runs_on_cpu", lambda: False)
     monkeypatch.setattr(devices, "gpus", lambda: FOUR)
-    assert engine_config.resolve_ranks("auto") == 4
-    assert engine_config.resolve_ranks(2) == 2 and engine_config.resolve_ranks(None) is None
+    assert flags.resolve_ranks("auto") == 4
+    assert flags.resolve_ranks(2) == 2 and flags.resolve_ranks(None) is None
     monkeypatch.setattr(devices, "runs_on_cpu", lambda: True)
-    assert engine_config.resolve_ranks("auto") == 1
+    assert flags.resolve_ranks("auto") == 1
 
 
 def test_status_names_the_gpus_used_and_the_idle_ones(monkeypatch):
     monkeypatch.setattr(devices, "runs_on_cpu", lambda: False)
     monkeypatch.setattr(devices, "gpus", lambda: FOUR)
-    two = engine_config.make_config("h100", data_parallel_size=2)
+    two = profiles.make_config("hopper", data_parallel_size=2)
     where = devices.placement(two)
     assert where["device"] == "2 GPUs (0: NVIDIA H100 80GB HBM3, 1: NVIDIA H100 80GB HBM3)"
     assert "2 more GPUs visible and idle" in where["idle_gpus"]
     assert "--data-parallel-size auto" in where["idle_gpus"]
-    assert devices.placement(engine_config.make_config("h100", data_parallel_size=4)) == {
+    assert devices.placement(profiles.make_config("hopper", data_parallel_size=4)) == {
         "device": "4 GPUs (0: NVIDIA H100 80GB HBM3, 1: NVIDIA H100 80GB HBM3, "
         "2: NVIDIA H100 80GB HBM3, 3: NVIDIA H100 80GB HBM3)",
         "data_parallel": 4,
         "idle_gpus": "",
     }
-    spread = engine_config.make_config(
+    spread = profiles.make_config(
         "h100", data_parallel_size=4, data_parallel_size_local=2, data_parallel_address="10.0.0.1"
     )
     assert devices.placement(spread)["device"].endswith("+ 2 data-parallel ranks on other hosts")
@@ -89,7 +89,7 @@ def test_status_names_the_gpus_used_and_the_idle_ones(monkeypatch):
 )
 def test_bad_layouts_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
-        engine_config.make_config("cpu", **overrides)
+        profiles.make_config("cpu", **overrides)
 
 
 def test_a_rank_without_the_heads_address_is_refused():

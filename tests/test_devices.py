@@ -85,11 +85,11 @@ def test_the_installed_vllm_build_is_recognised():
 
 
 def test_device_name(monkeypatch):
-    from engine.config import make_config
+    from engine.profiles import make_config
 
     monkeypatch.setattr(devices, "runs_on_cpu", lambda: True)
-    assert devices.device_name(make_config("h100")) == "CPU"  # whatever the profile
+    assert devices.device_name(make_config("hopper")) == "CPU"  # whatever the profile
     two = tuple(parse_nvidia_smi(SMI))
     monkeypatch.setattr(devices, "runs_on_cpu", lambda: False)
     monkeypatch.setattr(devices, "gpus", lambda: two)
-    assert devices.device_name(make_config("h100")) == "NVIDIA H100 80GB HBM3"
+    assert devices.device_name(make_config("hopper")) == "NVIDIA H100 80GB HBM3"

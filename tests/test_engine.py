@@ -7,13 +7,25 @@ from dataclasses import replace
 import pytest
 
 from engine import GREEDY, EngineBusy, GenerationParams, RequestError, build_messages
+from server.course import answer_all
+from tests.conftest import prompt_with_budget
 
 pytestmark = pytest.mark.slow
 
 
+def stream_chat(service, messages, params, thinking=True):
+    """A conversation's reply, streamed on the engine's loop as the chat route does."""
+
+    def make(engine):
+        fitted = engine.fit_conversation(messages, thinking, params.max_new_tokens)
+        return engine.stream(fitted.ids, params)
+
+    return service.relay(make)
+
+
 def collect(service, messages, params, thinking=True):
     async def run():
-        return [chunk async for chunk in service.stream_chat(messages, params, thinking)]
+        return [chunk async for chunk in stream_chat(service, messages, params, thinking)]
 
     return asyncio.run(run())
 
@@ -58,8 +70,10 @@ def test_stream_yields_many_deltas_counted_from_token_ids(service):
 def test_leaving_a_stream_aborts_the_request_in_the_engine(service):
     async def run():
         seen = 0
-        async for chunk in service.stream_chat(
-            build_messages([], "long story"), GenerationParams(max_new_tokens=900, ignore_eos=True)
+        async for chunk in stream_chat(
+            service,
+            build_messages([], "long story"),
+            GenerationParams(max_new_tokens=900, ignore_eos=True),
         ):
             seen = chunk.output_tokens
             if seen >= 3:
@@ -80,8 +94,8 @@ def test_cancelled_task_aborts_too(service):
         await asyncio.gather(task, return_exceptions=True)
 
     async def collect_async(svc):
-        async for _ in svc.stream_chat(
-            build_messages([], "x"), GenerationParams(max_new_tokens=900, ignore_eos=True)
+        async for _ in stream_chat(
+            svc, build_messages([], "x"), GenerationParams(max_new_tokens=900, ignore_eos=True)
         ):
             pass
 
@@ -91,7 +105,16 @@ def test_cancelled_task_aborts_too(service):
 
 def test_oversized_prompt_is_refused_clearly_then_engine_still_serves(service):
     huge = "GPU " * 3000  # far beyond max_model_len 1024
+
+    async def direct():
+        def make(engine):
+            return engine.stream(engine.chat_prompt(huge), GenerationParams(max_new_tokens=8))
+
+        return [c async for c in service.relay(make)]
+
     with pytest.raises(RequestError, match=r"at most 1023 \(max_model_len 1024"):
+        asyncio.run(direct())
+    with pytest.raises(RequestError, match=r"prompt of \d+ tokens; this engine takes at most"):
         collect(service, build_messages([], huge), GenerationParams(max_new_tokens=8))
     chunks = collect(
         service, build_messages([], "ok?"), GenerationParams(max_new_tokens=4, ignore_eos=True)
@@ -132,19 +155,27 @@ def test_batch_keeps_order_and_exact_lengths(service):
     assert {c.index: c.output_tokens for c in done} == dict(enumerate(lengths))
 
 
-def test_answer_all_answers_every_question_in_order(service):
-    params = replace(GREEDY, max_new_tokens=8, ignore_eos=True)
-    questions = ["什么是 warp？", "What is shared memory?", "解释一下 CUDA stream。"]
-    answers = asyncio.run(service.answer_all(questions, params))
-    assert len(answers) == 3 and all(isinstance(a, str) and a.strip() for a in answers), answers
-    one_by_one = [asyncio.run(service.answer_all([q], params))[0] for q in questions]
-    assert answers == one_by_one
+def test_answer_all_answers_every_question_in_order(service, tokenizer):
+    """Each prompt leaves a different budget under max_model_len, so the answers differ from
+    each other; each must equal the answer to its question asked alone (greedy)."""
+    questions = [prompt_with_budget(tokenizer, b) for b in (3, 11, 6, 1, 8)]
+    params = replace(GREEDY, max_new_tokens=64, ignore_eos=True)
+
+    def ask(batch):
+        async def run(engine):
+            return await answer_all(engine, batch, params)
+
+        return asyncio.run(service.call(run))
+
+    answers = ask(questions)
+    assert len(set(answers)) == len(questions), answers  # a reordering would show
+    assert answers == [ask([q])[0] for q in questions]
 
 
 def test_admission_limit_refuses_instead_of_queueing_forever(service):
     async def run():
         async def make(engine):
-            n = engine.config.max_queued_requests + 1
+            n = engine.config.admission_limit + 1
             prompts = [engine.chat_prompt("q")] * n
             async for _ in engine.generate_many(prompts, [GREEDY] * n):
                 pass
@@ -156,14 +187,14 @@ def test_admission_limit_refuses_instead_of_queueing_forever(service):
     assert wait_idle(service) == 0
 
 
-def run_batch(service, n: int, submit: str, tokens: int = 4):
+def run_batch(service, n: int, hold: bool, tokens: int = 4):
     """A batch of `n` forced-length requests; returns (completions, engine steps recorded)."""
 
     async def make(engine):
         engine.counters.steps.clear()
         prompts = [engine.chat_prompt(f"第{i}个问题：什么是 warp？") for i in range(n)]
         params = [replace(GREEDY, max_new_tokens=tokens, ignore_eos=True)] * n
-        done = [c async for c in engine.generate_many(prompts, params, submit=submit)]
+        done = [c async for c in engine.generate_many(prompts, params, hold=hold)]
         return done, list(engine.counters.steps), sum(len(p) for p in prompts)
 
     return asyncio.run(service.call(make))
@@ -172,9 +203,9 @@ def run_batch(service, n: int, submit: str, tokens: int = 4):
 def test_a_held_batch_is_all_in_the_engine_before_its_first_step(service):
     """The scheduler is held while the batch is added: the engine's first step runs all of it.
 
-    (Added one by one instead, `direct` and `legacy`, the first step here runs 1 of 48.)"""
+    (Added one by one instead, the first step here runs 1 of 48.)"""
     n = 48
-    done, steps, prompt_tokens = run_batch(service, n, "hold")
+    done, steps, prompt_tokens = run_batch(service, n, hold=True)
     assert sorted(c.index for c in done) == list(range(n))
     assert all(c.output_tokens == 4 for c in done)
     first = next(s for s in steps if s.running)  # the first step that ran requests

@@ -35,6 +35,7 @@ from tests.conftest import (
 pytestmark = pytest.mark.slow
 
 TOKEN = "secret"
+OPERATOR_KEY = "operator-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BATCH = 8
 SHARE_WARNING = "WARNING: --share without --auth"
@@ -63,13 +64,17 @@ class TestGuardedInstance:
             str(MAX_BATCH),
             "--api-token",
             TOKEN,
+            "--operator-key",
+            OPERATOR_KEY,
         )
 
     @pytest.fixture(scope="class")
     def client(self, guarded):
+        """A visitor who entered the operator key (a shared app locks benchmarks otherwise)."""
         from gradio_client import Client
 
         client = Client(guarded.ui_url, verbose=False)
+        client.predict(OPERATOR_KEY, api_name="/unlock_operator")
         yield client
         client.close()
 
@@ -229,6 +234,7 @@ class TestGuardedInstance:
         assert guarded.wait_idle()["unfinished"] == 0
         job = client.submit("full", 358, 256, None, api_name="/run_benchmark")
         other = Client(guarded.ui_url, verbose=False)
+        other.predict(OPERATOR_KEY, api_name="/unlock_operator")
         try:
             stats = wait_for(
                 lambda: (s := guarded.stats())["running"] > 0 and s,
@@ -256,6 +262,25 @@ class TestGuardedInstance:
             other.close()
         assert guarded.wait_idle()["unfinished"] == 0
         print(f"\ncancelled benchmark: engine idle {freed:.2f} s after the cancel")
+
+    @pytest.mark.timeout(180)
+    def test_a_visitor_without_the_operator_key_cannot_run_or_restart(self, guarded):
+        from gradio_client import Client
+        from gradio_client.exceptions import AppError
+
+        visitor = Client(guarded.ui_url, verbose=False)
+        try:
+            with pytest.raises(AppError, match="Operator controls are locked"):
+                visitor.predict("replay", 2, 16, None, api_name="/run_benchmark")
+            with pytest.raises(AppError, match="Operator controls are locked"):
+                visitor.predict(api_name="/restart_engine")
+            visitor.predict("not the key", api_name="/unlock_operator")
+            with pytest.raises(AppError, match="Operator controls are locked"):
+                visitor.predict("replay", 2, 16, None, api_name="/run_benchmark")
+            self.chat_ok(visitor)  # chatting is for everyone
+        finally:
+            visitor.close()
+        assert guarded.stats()["restarts"] == 0
 
     @pytest.mark.timeout(180)
     def test_cancel_benchmark_endpoint_stops_the_callers_run(self, guarded, client):

@@ -24,7 +24,7 @@ import pytest
 
 from bench.metrics import percentile
 from engine.chat import chat_prompt_ids
-from tests.conftest import ROOT, STATS_TITLE, assistant_text, chat_args, post
+from tests.conftest import ROOT, STATS_TITLE, assistant_text, chat_args, post, prompt_with_budget
 
 pytestmark = pytest.mark.slow
 
@@ -44,27 +44,6 @@ def engine_ttft(output) -> float:
         if found:
             return float(found.group(1))
     raise AssertionError(f"no TTFT figure in {output!r}")
-
-
-def prompt_with_budget(tokenizer, budget: int) -> str:
-    """A question whose chat prompt leaves exactly `budget` new tokens under max_model_len.
-
-    /predict caps each answer at max_model_len minus the prompt, so answers to these prompts
-    have distinct, known lengths: that makes their order checkable even though the random
-    model's text does not depend on the question.
-    """
-    target = MAX_MODEL_LEN - budget
-
-    def length(n: int) -> int:
-        return len(chat_prompt_ids(tokenizer, "Count: " + " go" * n))
-
-    n = target - length(0)
-    for _ in range(8):
-        got = length(n)
-        if got == target:
-            return "Count: " + " go" * n
-        n += target - got
-    raise AssertionError(f"could not build a prompt of {target} tokens")
 
 
 def make_clients(url: str, count: int) -> list:

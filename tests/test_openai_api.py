@@ -124,7 +124,7 @@ def read_until_error(chunks) -> tuple[int, Exception | None]:
 
 # ---- reasoning_content beside vLLM's reasoning (no engine) --------------------------------
 def _relay(messages: list[dict]) -> list[dict]:
-    from engine.openai_api import with_reasoning_content
+    from server.openai import with_reasoning_content
 
     sent = []
 

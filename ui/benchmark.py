@@ -1,9 +1,13 @@
 """The Benchmark tab: run the course evaluation on the shared engine and watch it live.
 
+The run itself happens in the server (`POST /internal/benchmark`), which streams progress;
+this tab loads and checks the questions, draws the charts and keeps the results for download.
 One benchmark at a time (a second click is told so); chat keeps working meanwhile. Cancel
-aborts every request of the run inside the engine. Questions come from the official set
-(downloaded once), the built-in sample (offline) or an uploaded course-format file. Anything
-that stops a run is said in full in the tab's progress line, with the charts left empty.
+aborts every request of the run inside the engine. Running is the operator's
+(`ui.operator`). Questions come from the official set (downloaded once), the built-in sample
+(offline) or an uploaded course-format file. Anything that stops a run is said in full in the
+tab's progress line, with the charts left empty; a run that did not finish is never reported as
+a result.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ import tempfile
 import threading
 import time
 from contextlib import aclosing
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
 
-from bench import WORKLOADS, BenchmarkError, BenchmarkResult, BenchmarkSpec, run_benchmark
 from bench.report import (
     comparison_figure,
     rouge_figure,
@@ -24,7 +28,7 @@ from bench.report import (
     throughput_figure,
     write_result,
 )
-from engine import EngineService
+from bench.workloads import WORKLOADS, BenchmarkError, BenchmarkSpec
 from eval_data import (
     QUESTION_SETS,
     DataError,
@@ -32,6 +36,8 @@ from eval_data import (
     load_course_file,
     question_set_path,
 )
+from ui.backend import Backend, BackendError
+from ui.operator import OperatorPolicy
 
 MAX_UPLOAD_BYTES = 4 * 2**20
 TABLE_COLUMNS = [
@@ -51,8 +57,9 @@ TIMELINE_KEYS = ("elapsed_s", "output_tokens", "tokens_per_second")
 class BenchmarkSession:
     """State shared by every visitor: the run lock, earlier runs, the results folder."""
 
-    def __init__(self, service: EngineService):
-        self.service = service
+    def __init__(self, backend: Backend, policy: OperatorPolicy):
+        self.backend = backend
+        self.policy = policy
         self.lock = threading.Lock()
         self.owner: str | None = None  # session of the visitor whose run is going
         self.stop = threading.Event()
@@ -82,30 +89,32 @@ class BenchmarkSession:
         return [str(path) for path in write_result(result, stem.with_suffix(".json"))]
 
 
-def table_rows(samples) -> list[list]:
+def table_rows(samples: list[dict]) -> list[list]:
     """Per-question rows for the details table, in question order."""
     rows = []
-    for s in sorted(samples, key=lambda s: s.index):
+    for s in sorted(samples, key=lambda s: s["index"]):
         rows.append(
             [
-                s.index + 1,
-                s.question,
-                s.reference,
-                s.prediction,
-                None if s.rouge_l is None else round(s.rouge_l, 4),
-                s.output_tokens,
-                None if s.ttft_s is None else round(s.ttft_s, 3),
-                round(s.latency_s, 3),
+                s["index"] + 1,
+                s["question"],
+                s["reference"],
+                s["prediction"],
+                None if s["rouge_l"] is None else round(s["rouge_l"], 4),
+                s["output_tokens"],
+                None if s["ttft_s"] is None else round(s["ttft_s"], 3),
+                round(s["latency_s"], 3),
             ]
         )
     return rows
 
 
-def progress_markdown(event) -> str:
-    rouge = "" if event.rouge_l_mean is None else f" · ROUGE-L {event.rouge_l_mean:.4f}"
+def progress_markdown(event: dict) -> str:
+    rouge = event.get("rouge_l_mean")
+    rouge = "" if rouge is None else f" · ROUGE-L {rouge:.4f}"
     return (
-        f"Running: **{event.completed} / {event.total}** finished · {event.output_tokens:,} "
-        f"tokens · {event.elapsed_s:.1f} s · **{event.tokens_per_second:,.0f} tok/s**{rouge}"
+        f"Running: **{event['completed']} / {event['total']}** finished · "
+        f"{event['output_tokens']:,} tokens · {event['elapsed_s']:.1f} s · "
+        f"**{event['tokens_per_second']:,.0f} tok/s**{rouge}"
     )
 
 
@@ -165,10 +174,11 @@ class Refusal(Exception):
 
 
 def make_run(session: BenchmarkSession):
-    """The Run handler: validates, takes the lock, streams figures, saves results.
+    """The Run handler: checks who asks and what, takes the lock, streams figures, saves results.
 
-    A problem is shown in full in the progress line (charts cleared); bad input and a busy
-    or unready engine also raise, so API callers get an error with the same message.
+    A problem is shown in full in the progress line (charts cleared); bad input, a refused
+    caller and a busy or unready engine also raise, so API callers get an error with the same
+    message.
     """
 
     async def run(
@@ -178,9 +188,12 @@ def make_run(session: BenchmarkSession):
         upload: str | None,
         question_set: str = "official",
         thinking: str = "auto",
+        unlocked: bool = False,
         request: gr.Request = None,
     ):
         try:
+            if not session.policy.allowed(unlocked):
+                raise Refusal(_stopped(session.policy.locked_reason), session.policy.locked_reason)
             pairs, spec = prepare(
                 session, workload, limit, max_new_tokens, upload, question_set, thinking
             )
@@ -208,7 +221,10 @@ def make_run(session: BenchmarkSession):
 
 def prepare(session, workload, limit, max_new_tokens, upload, question_set, thinking) -> tuple:
     """(questions, spec) of a run from the tab's inputs; Refusal when it cannot start."""
-    status = session.service.status()
+    status = session.backend.status()
+    if session.backend.closing:
+        message = "The server is shutting down."
+        raise Refusal(_stopped(message), message)
     if not status.ready:
         message = f"The engine is not ready yet ({status.phase}: {status.message})."
         raise Refusal(_stopped(message), message)
@@ -232,30 +248,40 @@ def prepare(session, workload, limit, max_new_tokens, upload, question_set, thin
 async def _running(session: BenchmarkSession, pairs, spec: BenchmarkSpec):
     """The outputs of a run that has the lock: submitting, live charts, then the results."""
     yield _stopped(f"Submitting {spec.limit} questions from {spec.question_set} as one batch…")
-    shown, points = 0.0, []
-    relay = session.service.relay(lambda e: run_benchmark(e, pairs, spec))
-    async with aclosing(relay) as events:  # leaving early aborts the run's requests
-        async for event in events:
-            if session.stop.is_set():
-                yield outputs(progress=CANCELLED)
-                return
-            if isinstance(event, BenchmarkResult):
-                break
-            point = (event.elapsed_s, event.output_tokens, event.tokens_per_second)
-            points.append(dict(zip(TIMELINE_KEYS, point, strict=True)))
-            if time.monotonic() - shown >= REFRESH_SECONDS:
-                shown = time.monotonic()
-                yield outputs(
-                    progress=progress_markdown(event),
-                    throughput=throughput_figure(points),
-                    rouge=rouge_figure(event.samples),
-                )
-    yield _finished(session, event)
+    shown, points, samples, result = 0.0, [], [], None
+    questions = [(p.question, p.reference) for p in pairs[: spec.limit]]
+    events = session.backend.benchmark(questions, asdict(spec))
+    try:
+        async with aclosing(events) as stream:  # leaving early aborts the run's requests
+            async for event in stream:
+                if session.stop.is_set():
+                    yield outputs(progress=CANCELLED)
+                    return
+                if "result" in event:
+                    result = event["result"]
+                    break
+                progress = event["progress"]
+                samples.extend(event["new_samples"])
+                points.append({k: progress[k] for k in TIMELINE_KEYS})
+                if time.monotonic() - shown >= REFRESH_SECONDS:
+                    shown = time.monotonic()
+                    yield outputs(
+                        progress=progress_markdown(progress),
+                        throughput=throughput_figure(points),
+                        rouge=rouge_figure(samples),
+                    )
+    except BackendError as err:
+        message = f"**Stopped:** {err} No result: the run did not finish."
+        yield _stopped(message)
+        raise gr.Error(str(err)) from None
+    if result is None:
+        yield _stopped("**Stopped:** the server ended the run early. No result.")
+        raise gr.Error("the server ended the run early")
+    yield _finished(session, result)
 
 
-def _finished(session: BenchmarkSession, event: BenchmarkResult) -> tuple:
+def _finished(session: BenchmarkSession, result: dict) -> tuple:
     """The outputs of a finished run, kept among the earlier runs and saved for download."""
-    result = event.to_dict()
     keys = ("workload", "n", "tokens_per_second", "rouge_l_mean", "wall_seconds")
     session.runs.append({k: result[k] for k in keys})
     return outputs(
@@ -264,7 +290,7 @@ def _finished(session: BenchmarkSession, event: BenchmarkResult) -> tuple:
         throughput=throughput_figure(result["timeline"]),
         rouge=rouge_figure(result["samples"]),
         summary=summary_markdown(result),
-        table=table_rows(event.samples),
+        table=table_rows(result["samples"]),
         files=session.save(result),
         compare=comparison_figure(session.runs),
     )
@@ -294,9 +320,10 @@ def _whole(value, name: str) -> int:
     return int(number)
 
 
-def build_benchmark_tab(service: EngineService) -> None:
-    """Lay out the Benchmark tab inside the current Blocks context."""
-    session = BenchmarkSession(service)
+def build_benchmark_tab(backend: Backend, policy: OperatorPolicy, unlocked) -> None:
+    """Lay out the Benchmark tab inside the current Blocks context; `unlocked` is the session's
+    operator state."""
+    session = BenchmarkSession(backend, policy)
     gr.Markdown(
         "The course evaluation: every question sent to the engine **at once**, greedy "
         "decoding. `answer` scores ROUGE-L against the reference; `replay` forces each "
@@ -352,7 +379,7 @@ def build_benchmark_tab(service: EngineService) -> None:
     )
     event = run_btn.click(
         make_run(session),
-        [workload, limit, max_new, upload, question_set, thinking],
+        [workload, limit, max_new, upload, question_set, thinking, unlocked],
         [shown[name] for name in OUTPUTS],
         api_name="run_benchmark",
         concurrency_limit=None,

@@ -1,24 +1,23 @@
-"""The Chat tab: streaming replies from the shared engine, thinking shown as a foldable block.
+"""The Chat tab: replies streamed from the shared engine, thinking shown as a foldable block.
 
-Every user's request goes straight into the engine's batch (no queue in front of it); Stop
-cancels the handler, which aborts the request inside vLLM.
+Every user's message goes through Gradio's queue (no concurrency limit: nobody waits for
+another user's reply) to the server, where it joins the engine's batch; Stop cancels the
+handler, which closes the stream, and the server aborts the request inside vLLM. Redraws are
+paced by load (`UpdatePacer`): a reply's text arrives as fast as the engine makes it, but the
+page of each user is redrawn at most every 50 ms alone and less often when many stream at
+once, so that the UI keeps up with the engine. A conversation longer than the context loses
+its oldest turns (the reply says so).
 """
 
 from __future__ import annotations
 
+import time
+from contextlib import aclosing
+
 import gradio as gr
 
-from engine import (
-    DEFAULT_SYSTEM_PROMPT,
-    EngineBusy,
-    EngineService,
-    EngineUnavailable,
-    GenerationParams,
-    RequestError,
-    build_messages,
-    sampling_defaults,
-    split_thinking,
-)
+from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, sampling_defaults
+from ui.backend import Backend, BackendError
 
 THINKING_TITLE = "Thinking"
 MAX_MESSAGE_CHARS = 100_000
@@ -27,6 +26,19 @@ EXAMPLES = [
     "共享内存的 bank conflict 是怎么产生的？如何避免？",
     "Explain in three sentences how a KV cache speeds up LLM decoding.",
 ]
+STOPPING = "The server is shutting down; try again once it is back."
+
+
+class UpdatePacer:
+    """How often one chat may redraw: `min_s` alone, and slower as more chats stream at once,
+    so that all of them together stay within `per_second` redraws."""
+
+    def __init__(self, per_second: float = 300.0, min_s: float = 0.05):
+        self.per_second, self.min_s = per_second, min_s
+        self.active = 0
+
+    def interval(self) -> float:
+        return max(self.min_s, self.active / self.per_second)
 
 
 def message_text(content) -> str:
@@ -52,38 +64,66 @@ def model_history(history: list[dict]) -> list[dict]:
     return turns
 
 
-def reply_messages(text: str, stats: str | None = None) -> list[dict]:
+def reply_messages(
+    reasoning: str, answer: str, finished: bool, stats: str | None = None
+) -> list[dict]:
     """Chatbot messages for a reply so far: thinking (foldable), answer, then figures."""
-    reasoning, answer, finished = split_thinking(text)
     messages = []
-    if reasoning or not finished:
+    thinking = bool(reasoning) and not answer and not finished
+    if reasoning:
         messages.append(
             {
                 "role": "assistant",
-                "content": reasoning,
-                "metadata": {"title": THINKING_TITLE, "status": "done" if finished else "pending"},
+                "content": reasoning.rstrip(),
+                "metadata": {"title": THINKING_TITLE, "status": "pending" if thinking else "done"},
             }
         )
     if answer or finished:
-        messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "assistant", "content": answer.rstrip()})
     if stats:
         messages.append({"role": "assistant", "content": "", "metadata": {"title": stats}})
     return messages
 
 
-def reply_stats(output_tokens: int, ttft_s: float | None, elapsed_s: float) -> str:
+def reply_stats(done: dict) -> str:
     """'N tokens · TTFT x s · y tok/s' for under a reply (decode rate after the first token)."""
+    tokens, ttft, elapsed = done.get("tokens", 0), done.get("ttft_s"), done.get("elapsed_s", 0.0)
     rate = (
-        (output_tokens - 1) / (elapsed_s - ttft_s)
-        if ttft_s is not None and output_tokens > 1 and elapsed_s > ttft_s
+        (tokens - 1) / (elapsed - ttft)
+        if ttft is not None and tokens > 1 and elapsed > ttft
         else 0.0
     )
-    ttft = "n/a" if ttft_s is None else f"{ttft_s:.2f} s"
-    return f"{output_tokens} tokens · TTFT {ttft} · {rate:.1f} tok/s"
+    line = f"{tokens} tokens · TTFT {'n/a' if ttft is None else f'{ttft:.2f} s'} · {rate:.1f} tok/s"
+    dropped = done.get("dropped_turns") or 0
+    if dropped:
+        line += f" · {dropped} earlier message{'s' * (dropped > 1)} left out to fit the context"
+    return line
 
 
-def make_respond(service: EngineService):
-    """The chat handler bound to the shared engine service."""
+def chat_params(temperature, top_p, top_k, max_new_tokens) -> dict:
+    """The sampling settings as the server takes them; gr.Error for values that are not numbers."""
+    try:
+        return {
+            "max_new_tokens": int(max_new_tokens),
+            "temperature": float(temperature),
+            "top_p": float(top_p),
+            "top_k": int(top_k),
+        }
+    except (TypeError, ValueError) as err:
+        raise gr.Error(f"Bad sampling settings: {err}") from None
+
+
+def error_text(err: BackendError) -> str:
+    """A refusal in words a chat user can act on."""
+    if err.busy:
+        return f"The server is busy right now; try again shortly. ({err})"
+    if "shutting down" in str(err):
+        return STOPPING
+    return str(err)
+
+
+def make_respond(backend: Backend, pacer: UpdatePacer):
+    """The chat handler over the server's chat stream."""
 
     async def respond(
         message: str,
@@ -101,34 +141,42 @@ def make_respond(service: EngineService):
             raise gr.Error(
                 f"The message has {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
             )
-        status = service.status()
-        if not status.ready:
-            raise gr.Error(f"The engine is not ready yet ({status.phase}: {status.message}).")
-        try:
-            params = GenerationParams(
-                int(max_new_tokens), float(temperature), float(top_p), int(top_k)
-            )
-            params.validate()
-        except (TypeError, ValueError) as err:
-            raise gr.Error(f"Bad sampling settings: {err}") from None
+        if backend.closing:
+            raise gr.Error(STOPPING)
+        params = chat_params(temperature, top_p, top_k, max_new_tokens)
         messages = build_messages(model_history(history), message, system_prompt or None)
-        text, chunk = "", None
+        reasoning = answer = ""
+        shown, done = 0.0, None
+        pacer.active += 1
         try:
-            async for chunk in service.stream_chat(messages, params, bool(thinking)):
-                text += chunk.text
-                yield reply_messages(text)
-        except (RequestError, EngineUnavailable, EngineBusy) as err:
-            raise gr.Error(str(err)) from None
-        stats = reply_stats(chunk.output_tokens, chunk.ttft_s, chunk.elapsed_s) if chunk else None
-        yield reply_messages(text, stats)
+            async with aclosing(backend.chat(messages, bool(thinking), params)) as events:
+                async for event in events:  # leaving early closes the stream: vLLM aborts
+                    if backend.stopping.is_set():
+                        raise gr.Error(STOPPING)
+                    if event.get("done"):
+                        done = event
+                        break
+                    reasoning += event.get("reasoning", "")
+                    answer += event.get("answer", "")
+                    now = time.monotonic()
+                    if (reasoning or answer) and now - shown >= pacer.interval():
+                        shown = now
+                        yield reply_messages(reasoning, answer, False)
+        except BackendError as err:
+            raise gr.Error(error_text(err)) from None
+        finally:
+            pacer.active -= 1
+        if done is None:
+            raise gr.Error("The reply ended early; try again.")
+        yield reply_messages(reasoning, answer, True, reply_stats(done))
 
     return respond
 
 
-def build_chat_tab(service: EngineService) -> None:
+def build_chat_tab(backend: Backend, max_new_tokens_cap: int, pacer: UpdatePacer) -> None:
     """Lay out the Chat tab inside the current Blocks context."""
     think, plain = sampling_defaults(True), sampling_defaults(False)
-    cap = service.config.max_new_tokens_cap
+    cap = max_new_tokens_cap
     with gr.Accordion("Settings", open=False):
         system_prompt = gr.Textbox(DEFAULT_SYSTEM_PROMPT, label="System prompt", lines=2)
         with gr.Row():
@@ -144,7 +192,7 @@ def build_chat_tab(service: EngineService) -> None:
 
     thinking.change(mode_defaults, thinking, [temperature, top_p, top_k], api_visibility="private")
     gr.ChatInterface(
-        make_respond(service),
+        make_respond(backend, pacer),
         chatbot=gr.Chatbot(height=520, label="Qwen3", buttons=["copy"], elem_id="chatbot"),
         textbox=gr.Textbox(
             placeholder="Ask about GPUs, CUDA, anything…",

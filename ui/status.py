@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 
-from engine import EngineStatus
+from engine.types import EngineStatus
 
 CSS = """
 .engine-phase { display: inline-block; padding: 0 0.55em; border-radius: 0.6em;
                 font-weight: 600; color: #fff; background: #6b7280; }
 .engine-phase.phase-ready { background: #15803d; }
 .engine-phase.phase-loading, .engine-phase.phase-warming { background: #b45309; }
-.engine-phase.phase-failed { background: #b91c1c; }
+.engine-phase.phase-failed, .engine-phase.phase-stopping { background: #b91c1c; }
 """
 
 
@@ -42,8 +42,12 @@ def api_line(api_port: int, model: str | None = None) -> str:
     )
 
 
-def status_markdown(status: EngineStatus, restarts: int = 0, api_port: int | None = None) -> str:
+def status_markdown(
+    status: EngineStatus, restarts: int = 0, api_port: int | None = None, closing: bool = False
+) -> str:
     """A few lines of Markdown describing the engine's state (and where the API is)."""
+    if closing:
+        return f"{phase_badge('stopping')} the server is shutting down"
     head = f"{phase_badge(status.phase)} {status.message}"
     if status.progress is not None and status.phase != "ready":
         head += f" · {status.progress:.0%}"

@@ -1,0 +1,59 @@
+"""How a benchmark's batch reaches vLLM: the submit modes that `--batch-submit` compares.
+
+- `hold` (the default, and what `/predict` does): every request added while vLLM's scheduler is
+  held, so the engine's first step holds the whole batch;
+- `direct`: added one after another while the engine runs;
+- `legacy`: each request submitted on its own, concurrently, as the original system's batch
+  server did (one call per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+
+from engine import Completion, Engine, GenerationParams
+
+SUBMIT_MODES = ("hold", "direct", "legacy")
+
+
+async def submit_batch(
+    engine: Engine,
+    prompts: Sequence[list[int]],
+    params: Sequence[GenerationParams],
+    mode: str = "hold",
+    prefix: str = "bench",
+) -> AsyncIterator[Completion]:
+    """Each request of the batch as it finishes (completion order), submitted the `mode` way."""
+    if mode not in SUBMIT_MODES:
+        raise ValueError(f"submit mode must be one of {', '.join(SUBMIT_MODES)}, got {mode!r}")
+    if mode != "legacy":
+        async for done in engine.generate_many(
+            prompts, params, request_prefix=prefix, hold=mode == "hold"
+        ):
+            yield done
+        return
+    engine.admit(len(prompts))
+    finished: asyncio.Queue = asyncio.Queue()
+
+    async def one(i: int) -> None:
+        try:
+            async for done in engine.generate_many(
+                [prompts[i]], [params[i]], request_prefix=f"{prefix}-{i}", hold=False
+            ):
+                finished.put_nowait(replace(done, index=i))
+        except Exception as err:  # handed to the consumer below
+            finished.put_nowait(err)
+
+    tasks = [asyncio.create_task(one(i)) for i in range(len(prompts))]
+    try:
+        for _ in prompts:
+            item = await finished.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

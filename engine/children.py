@@ -1,0 +1,142 @@
+"""The engine's child processes and blocking builds: run a build that may never return, keep
+vLLM's processes out of the app's process group, and end them (engine cores, their workers,
+the data-parallel coordinator) when a build or a shutdown cannot end them itself.
+
+Why a process group of their own (`isolate_engine_processes`): Ctrl-C in a terminal, and
+`kill -- -PGID`, signal every process of the group at once. vLLM's worker processes exit at
+once on SIGINT or SIGTERM, while their engine core may be in the middle of a step; the engine
+core then logs a fatal error with a traceback. Outside the group, vLLM's processes hear only
+the app, which stops them in order: requests first, then the engine core, then its workers.
+
+Processes the app starts for other jobs (the UI process, the orphan reaper) are registered
+with `keep` and never ended here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+_kept: set[int] = set()
+
+
+def isolate_engine_processes() -> str | None:
+    """Start every process that multiprocessing spawns from now on (vLLM's engine processes)
+    in a process group of its own; returns the launcher used (None where it cannot be)."""
+    python = sys.executable
+    if len(python) > 200 or " " in python:  # a shebang line cannot carry it
+        return None
+    folder = Path(tempfile.gettempdir()) / f"qwen3-demo-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    digest = hashlib.sha256(python.encode()).hexdigest()[:12]
+    launcher = folder / f"python-own-group-{digest}"
+    text = (
+        f"#!{python} -S\n"
+        "import os, sys\n"
+        "os.setpgid(0, 0)\n"
+        f"os.execv({python!r}, [{python!r}, *sys.argv[1:]])\n"
+    )
+    if not launcher.is_file() or launcher.read_text() != text:
+        staged = launcher.with_suffix(f".{os.getpid()}")
+        staged.write_text(text)
+        staged.chmod(0o755)
+        staged.replace(launcher)
+    multiprocessing.set_executable(str(launcher))
+    return str(launcher)
+
+
+def keep(pid: int) -> None:
+    """Leave this child (and its own children) alone in `stop_engine_processes`."""
+    _kept.add(pid)
+
+
+ENGINE_MARKS = ("VLLM::", "multiprocessing.spawn", "multiprocessing.forkserver")
+
+
+def engine_processes() -> list:
+    """This process's descendants that belong to the engine: vLLM's (named `VLLM::...` once
+    started, `multiprocessing.spawn` before), never the kept ones, and not multiprocessing's
+    resource tracker, which ends by itself once its users are gone."""
+    import psutil
+
+    me = psutil.Process()
+    spared: set[int] = set()
+    for child in me.children(recursive=False):
+        if child.pid in _kept:
+            spared.add(child.pid)
+            spared.update(p.pid for p in _safe_children(child))
+    found = []
+    for child in me.children(recursive=True):
+        if child.pid in spared:
+            continue
+        try:
+            line = " ".join([child.name(), *child.cmdline()])
+        except psutil.Error:
+            continue
+        if "resource_tracker" not in line and any(mark in line for mark in ENGINE_MARKS):
+            found.append(child)
+    return found
+
+
+def _safe_children(process) -> list:
+    import psutil
+
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def stop_engine_processes(timeout: float = 5.0) -> int:
+    """SIGTERM the engine's processes, SIGKILL those left after `timeout`; how many there were."""
+    import psutil
+
+    found = engine_processes()
+    for process in found:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(found, timeout=timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=2)
+    return len(found)
+
+
+def in_daemon_thread(work, future: asyncio.Future) -> None:
+    """Run `work()` in a daemon thread (it may never return; exit does not wait for it) and
+    settle `future` with its result or error."""
+    loop = future.get_loop()
+
+    def settle(outcome, failed: bool) -> None:
+        if not future.done():
+            future.set_exception(outcome) if failed else future.set_result(outcome)
+
+    def run() -> None:
+        try:
+            outcome, failed = work(), False
+        except BaseException as err:  # noqa: BLE001  (handed to the waiting coroutine)
+            outcome, failed = err, True
+        try:
+            loop.call_soon_threadsafe(settle, outcome, failed)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="engine-build", daemon=True).start()
+
+
+async def run_in_daemon_thread(work):
+    """Await `work()` run in a daemon thread."""
+    future = asyncio.get_running_loop().create_future()
+    in_daemon_thread(work, future)
+    return await future

@@ -1,0 +1,452 @@
+"""Chat load as browsers make it: N Gradio sessions against the UI and the same N on `/v1`.
+
+    python -m perf.load --ui http://127.0.0.1:7860 --api http://127.0.0.1:8000 \
+        --users 1,16,64,256 --max-tokens 256 --repeat 2 --out runs/load.json
+
+Each UI user is one Gradio session speaking Gradio's queue protocol as a browser tab does. It
+first opens the page: its first event (the status line's timer tick, `POST
+/gradio_api/run/predict`) makes Gradio set up the session, as a page that has been open a
+moment has; `--cold` leaves that out, so that each chat also pays for a new session. Then all
+users send their message at once: `POST /gradio_api/queue/join` for the `chat` endpoint, then
+one server-sent-event stream (`GET /gradio_api/queue/data`) with a `process_generating`
+message per update and `process_completed` last. Each API user is one streamed
+`POST /v1/chat/completions` with the same messages and sampling. All users of a wave start at
+once on one `httpx.AsyncClient` (a new one per wave: no connection outlives its wave); waves
+alternate UI and API on the same engine, one after another, each once the engine is idle.
+
+Per wave: seconds from the start to each session's first and last chunk (p50, p95, max), the
+engine's own time to first token over the wave (vLLM's `vllm:time_to_first_token_seconds`
+histogram from `/metrics`, before and after), the chunks per session and every failure (an HTTP
+error, an error event, a stream without text, a timeout). `gradio_client` is not used: with
+several jobs per client it adds seconds of its own under concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+import httpx
+
+QUESTIONS = (
+    "什么是 CUDA 中的 warp？warp divergence 为什么会降低性能？",
+    "共享内存的 bank conflict 是怎么产生的？如何避免？",
+    "Explain in three sentences how a KV cache speeds up LLM decoding.",
+    "GPU 的全局内存合并访问（coalescing）是什么意思？",
+)
+SYSTEM_PROMPT = "You are a helpful assistant."
+TTFT_METRIC = "vllm:time_to_first_token_seconds"
+
+
+@dataclass
+class Session:
+    """One user's stream: when its chunks came, relative to the wave's start."""
+
+    first_s: float | None = None
+    last_s: float | None = None
+    chunks: int = 0
+    text_chars: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Wave:
+    """One wave of users on one path, summarised."""
+
+    path: str  # "ui" or "api"
+    users: int
+    first_p50_s: float | None
+    first_p95_s: float | None
+    first_max_s: float | None
+    last_p50_s: float | None
+    last_p95_s: float | None
+    last_max_s: float | None
+    engine_ttft_p50_s: float | None
+    engine_ttft_p95_s: float | None
+    chunks_min: int
+    chunks_mean: float
+    failures: int
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (linear between ranks), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def histogram(metrics_text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a Prometheus histogram, summed over its label sets."""
+    buckets: dict[float, float] = {}
+    pattern = re.compile(rf"^{re.escape(name)}_bucket\{{(.*)\}} ([0-9.e+-]+)$")
+    for line in metrics_text.splitlines():
+        found = pattern.match(line)
+        if not found:
+            continue
+        le = re.search(r'le="([^"]+)"', found.group(1))
+        if le:
+            bound = float("inf") if le.group(1) == "+Inf" else float(le.group(1))
+            buckets[bound] = buckets.get(bound, 0.0) + float(found.group(2))
+    return buckets
+
+
+def histogram_quantile(before: dict, after: dict, q: float) -> float | None:
+    """The q-quantile of the observations between two readings, linear inside a bucket."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    target = counts[-1] * q
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= target:
+            if bound == float("inf"):
+                return previous_bound
+            share = (target - previous_count) / max(count - previous_count, 1e-9)
+            return previous_bound + (bound - previous_bound) * share
+        previous_bound, previous_count = bound, count
+    return previous_bound
+
+
+class Target:
+    """The app under load: where its UI and API answer, and how to call them."""
+
+    def __init__(self, ui: str, api: str, token: str | None, model: str | None):
+        self.ui = ui.rstrip("/")
+        self.api = api.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.model = model
+        self.fn_index: int | None = None
+        self.tick_index: int | None = None  # the status line's timer, a page's first event
+        self.prefix = "/gradio_api"
+
+    async def prepare(self, client: httpx.AsyncClient) -> None:
+        """Find the chat endpoint's fn_index and the served model's name."""
+        config = (await client.get(self.ui + "/config")).json()
+        self.prefix = config.get("api_prefix", "/gradio_api")
+        for dependency in config["dependencies"]:
+            if dependency.get("api_name") == "chat":
+                self.fn_index = dependency["id"]
+            if any(t[1] == "tick" for t in dependency.get("targets", ()) if t):
+                self.tick_index = dependency["id"]
+        if self.fn_index is None:
+            raise RuntimeError("the UI has no 'chat' endpoint")
+        if self.model is None:
+            models = (await client.get(self.api + "/v1/models", headers=self.headers)).json()
+            self.model = models["data"][0]["id"]
+
+    async def metrics(self, client: httpx.AsyncClient) -> str:
+        """vLLM's Prometheus text, or '' where the API does not answer."""
+        try:
+            response = await client.get(self.api + "/metrics", headers=self.headers)
+        except httpx.HTTPError:
+            return ""
+        return response.text if response.status_code == 200 else ""
+
+    async def wait_idle(self, client: httpx.AsyncClient, timeout: float = 120) -> None:
+        """Until the engine holds no request (the app's /stats), or the timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                stats = (await client.get(self.api + "/stats")).json()
+                if stats.get("unfinished", 0) == 0:
+                    return
+            except (httpx.HTTPError, ValueError):
+                return
+            await asyncio.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What every user of a wave asks."""
+
+    max_tokens: int
+    thinking: bool
+    temperature: float
+    top_p: float
+    top_k: int
+
+
+async def open_page(client, target: Target) -> str:
+    """A new browser tab's session: its first event (the status tick) sets it up in Gradio."""
+    session_hash = uuid.uuid4().hex[:11]
+    if target.tick_index is not None:
+        body = {"data": [], "fn_index": target.tick_index, "session_hash": session_hash}
+        await client.post(target.ui + target.prefix + "/run/predict", json=body)
+    return session_hash
+
+
+async def ui_user(
+    client, target: Target, question: str, req: Request, start: float, session_hash: str
+) -> Session:
+    """One browser tab's chat over Gradio's queue protocol."""
+    session = Session()
+    data = [
+        question,
+        [],
+        SYSTEM_PROMPT,
+        req.thinking,
+        req.temperature,
+        req.top_p,
+        req.top_k,
+        req.max_tokens,
+    ]
+    body = {
+        "data": data,
+        "fn_index": target.fn_index,
+        "session_hash": session_hash,
+        "event_data": None,
+        "trigger_id": None,
+    }
+    base = target.ui + target.prefix
+    joined = await client.post(base + "/queue/join", json=body)
+    if joined.status_code != 200:
+        session.error = f"join HTTP {joined.status_code}: {joined.text[:200]}"
+        return session
+    params = {"session_hash": session_hash}
+    async with client.stream("GET", base + "/queue/data", params=params) as stream:
+        if stream.status_code != 200:
+            session.error = f"stream HTTP {stream.status_code}"
+            return session
+        async for line in stream.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            kind = message.get("msg")
+            now = time.perf_counter() - start
+            if kind == "process_generating":
+                session.chunks += 1
+                session.first_s = session.first_s if session.first_s is not None else now
+                session.last_s = now
+                session.text_chars += len(json.dumps(message.get("output", {}).get("data")))
+            elif kind == "process_completed":
+                session.last_s = now
+                if not message.get("success", False):
+                    output = message.get("output") or {}
+                    session.error = str(output.get("error") or message)[:300]
+                return session
+            elif kind == "close_stream":
+                break
+    session.error = session.error or "stream closed before process_completed"
+    return session
+
+
+async def api_user(
+    client, target: Target, question: str, req: Request, start: float, session_hash: str
+) -> Session:
+    """One streamed chat completion from the OpenAI-compatible API."""
+    session = Session()
+    body = {
+        "model": target.model,
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": question},
+        ],
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "top_k": req.top_k,
+        "stream": True,
+        "chat_template_kwargs": {"enable_thinking": req.thinking},
+    }
+    url = target.api + "/v1/chat/completions"
+    async with client.stream("POST", url, json=body, headers=target.headers) as stream:
+        if stream.status_code != 200:
+            session.error = f"HTTP {stream.status_code}: {(await stream.aread())[:200]!r}"
+            return session
+        async for line in stream.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            now = time.perf_counter() - start
+            if payload == "[DONE]":
+                session.last_s = session.last_s if session.last_s is not None else now
+                return session
+            event = json.loads(payload)
+            if "error" in event:
+                session.error = str(event["error"])[:300]
+                return session
+            for choice in event.get("choices") or ():
+                delta = choice.get("delta") or {}
+                piece = (delta.get("content") or "") + (delta.get("reasoning") or "")
+                piece += delta.get("reasoning_content") or ""
+                if piece:
+                    session.chunks += 1
+                    session.text_chars += len(piece)
+                    session.first_s = session.first_s if session.first_s is not None else now
+                    session.last_s = now
+    session.error = "stream ended without [DONE]"
+    return session
+
+
+async def run_wave(
+    client, target: Target, path: str, users: int, req: Request, timeout: float, cold: bool
+) -> Wave:
+    """Start `users` sessions on `path` at once; summarise them."""
+    await target.wait_idle(client)
+    pages = [""] * users
+    if path == "ui" and not cold:
+        pages = await asyncio.gather(*(open_page(client, target) for _ in range(users)))
+    elif path == "ui":
+        pages = [uuid.uuid4().hex[:11] for _ in range(users)]
+    before = histogram(await target.metrics(client), TTFT_METRIC)
+    user = ui_user if path == "ui" else api_user
+    start = time.perf_counter()
+
+    async def bounded(i: int) -> Session:
+        question = f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"
+        try:
+            return await asyncio.wait_for(
+                user(client, target, question, req, start, pages[i]), timeout
+            )
+        except TimeoutError:
+            return Session(error=f"no end within {timeout:.0f} s")
+        except (httpx.HTTPError, ValueError) as err:
+            return Session(error=f"{type(err).__name__}: {err}")
+
+    sessions = await asyncio.gather(*(bounded(i) for i in range(users)))
+    wall = time.perf_counter() - start
+    after = histogram(await target.metrics(client), TTFT_METRIC)
+    return summarise(path, users, sessions, before, after, wall)
+
+
+def summarise(path, users, sessions: list[Session], before, after, wall) -> Wave:
+    """A Wave from its sessions; a session with no text or with an error is a failure."""
+    failed = [s for s in sessions if s.error or not s.chunks]
+    firsts = [s.first_s for s in sessions if s.first_s is not None]
+    lasts = [s.last_s for s in sessions if s.last_s is not None]
+    chunks = [s.chunks for s in sessions]
+    errors = sorted({s.error or "no text streamed" for s in failed})
+    return Wave(
+        path,
+        users,
+        _round(percentile(firsts, 50)),
+        _round(percentile(firsts, 95)),
+        _round(max(firsts, default=None)),
+        _round(percentile(lasts, 50)),
+        _round(percentile(lasts, 95)),
+        _round(max(lasts, default=None)),
+        _round(histogram_quantile(before, after, 0.50)),
+        _round(histogram_quantile(before, after, 0.95)),
+        min(chunks, default=0),
+        round(sum(chunks) / max(len(chunks), 1), 1),
+        len(failed),
+        errors[:5],
+        round(wall, 3),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def table(waves: list[Wave]) -> str:
+    """The waves as a Markdown table."""
+
+    def cell(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = [
+        "| users | path | first p50 / p95 / max s | last p50 / p95 / max s "
+        "| engine TTFT p50 / p95 s | chunks min / mean | failures |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w in waves:
+        lines.append(
+            f"| {w.users} | {w.path} | {cell(w.first_p50_s)} / {cell(w.first_p95_s)} / "
+            f"{cell(w.first_max_s)} | {cell(w.last_p50_s)} / {cell(w.last_p95_s)} / "
+            f"{cell(w.last_max_s)} | {cell(w.engine_ttft_p50_s)} / {cell(w.engine_ttft_p95_s)} "
+            f"| {w.chunks_min} / {w.chunks_mean} | {w.failures}"
+            + (f" ({w.errors[0][:60]})" if w.errors else "")
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> list[Wave]:
+    """Every wave the flags ask for, in order: per user count, the paths alternating."""
+    target = Target(args.ui, args.api, args.api_token, args.model)
+    req = Request(args.max_tokens, args.thinking, args.temperature, args.top_p, args.top_k)
+    biggest = max(args.users)
+    # Connections idle past the servers' keep-alive (uvicorn: 5 s) are not reused.
+    limits = httpx.Limits(
+        max_connections=2 * biggest + 16,
+        max_keepalive_connections=2 * biggest,
+        keepalive_expiry=2.0,
+    )
+    timeout = httpx.Timeout(args.timeout, connect=30)
+    waves: list[Wave] = []
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        await target.prepare(client)
+    for users in args.users:
+        for _ in range(args.repeat):
+            for path in args.paths:
+                async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+                    wave = await run_wave(client, target, path, users, req, args.timeout, args.cold)
+                waves.append(wave)
+                print(table([wave]).splitlines()[-1], flush=True)
+    return waves
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ui", default="http://127.0.0.1:7860", help="the app's UI address")
+    parser.add_argument("--api", default="http://127.0.0.1:8000", help="the app's API address")
+    parser.add_argument("--api-token", default=None, help="the app's --api-token, if any")
+    parser.add_argument("--model", default=None, help="model name for /v1 (default: /v1/models)")
+    parser.add_argument("--users", default="1,16,64", help="comma-separated user counts")
+    parser.add_argument("--paths", default="ui,api", help="ui, api or both, in wave order")
+    parser.add_argument("--repeat", type=int, default=1, help="waves per user count and path")
+    parser.add_argument("--max-tokens", type=int, default=256, help="new tokens per reply")
+    parser.add_argument(
+        "--thinking",
+        type=lambda s: s.lower() in ("1", "on", "true"),
+        default=True,
+        help="on or off (default on)",
+    )
+    parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per session")
+    parser.add_argument(
+        "--cold", action="store_true", help="UI users chat from a page that has sent nothing yet"
+    )
+    parser.add_argument("--out", default=None, help="write the waves as JSON here")
+    args = parser.parse_args(argv)
+    args.users = [int(u) for u in args.users.split(",")]
+    args.paths = [p.strip() for p in args.paths.split(",")]
+    if set(args.paths) - {"ui", "api"}:
+        parser.error("--paths takes ui and api")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    waves = asyncio.run(run(args))
+    print(table(waves), flush=True)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps([asdict(w) for w in waves], indent=1))
+    return 1 if any(w.failures for w in waves) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

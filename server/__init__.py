@@ -1,0 +1,19 @@
+"""The HTTP layer, outside the engine: the course evaluator's routes, vLLM's OpenAI-compatible
+server on the shared engine, the UI process's private routes, and one guard in front of them
+all (bearer token, readiness and admission, the error shape), served by uvicorn on the
+engine's event loop.
+
+| module | job |
+|---|---|
+| `guard` | who may in: the token, the engine's readiness, the admission limit; error shapes |
+| `course` | `GET /`, `GET /stats`, `POST /predict` |
+| `openai` | vLLM's own OpenAI app and `/metrics`, rebuilt on each engine |
+| `internal` | the UI's routes: status, chat stream, benchmark stream, restart |
+| `app` | the public and the private ASGI app |
+| `runner` | uvicorn on the engine's loop (TCP and Unix socket) |
+"""
+
+from server.app import build_apps
+from server.runner import HttpServers
+
+__all__ = ["HttpServers", "build_apps"]

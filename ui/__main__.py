@@ -1,0 +1,98 @@
+"""The UI process: Gradio in front of the server's private socket (app.py starts it).
+
+    python -m ui --socket /tmp/qwen3-demo-x/server.sock --port 7860 [--share]
+
+Logins and the operator key come from the environment (`QWEN_DEMO_AUTH`,
+`QWEN_DEMO_OPERATOR_KEY`), never the command line, which other users can read. On SIGINT or
+SIGTERM the replies in flight end with "the server is shutting down" and the page server
+closes; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Gradio tries `import matplotlib` twice around every event it processes (each streamed redraw
+# too); where it is not installed, each try searches the whole import path again. Marking it
+# absent makes those tries fail at once.
+if importlib.util.find_spec("matplotlib") is None:
+    sys.modules["matplotlib"] = None
+
+DRAIN_SECONDS = 3.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ui", description=__doc__)
+    parser.add_argument("--socket", required=True, help="the server's private socket")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true")
+    parser.add_argument("--api-port", type=int, default=0, help="for the status line")
+    parser.add_argument("--max-new-tokens-cap", type=int, default=2048)
+    parser.add_argument("--max-queue", type=int, default=4096, help="Gradio's queue size")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(number, frame) -> None:
+        if stop.is_set():
+            os._exit(128 + number)
+        stop.set()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, on_signal)
+
+    from ui import UiSettings, build_ui
+    from ui.backend import Backend
+    from ui.chat import UpdatePacer
+    from ui.operator import operator_policy
+    from ui.status import CSS
+
+    auth = os.environ.get("QWEN_DEMO_AUTH")
+    key = os.environ.get("QWEN_DEMO_OPERATOR_KEY")
+    policy = operator_policy(args.share, bool(auth), args.host, key)
+    backend = Backend(args.socket)
+    backend.start_polling()
+    pacer = UpdatePacer()
+    settings = UiSettings(policy, args.api_port or None, args.max_new_tokens_cap)
+    demo = build_ui(backend, settings, pacer)
+    demo.queue(default_concurrency_limit=None, max_size=args.max_queue)
+    try:
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            auth=tuple(auth.split(":", 1)) if auth else None,
+            max_file_size="4mb",
+            allowed_paths=[],
+            show_error=True,
+            footer_links=["api", "gradio"],
+            css=CSS,
+            prevent_thread_lock=True,
+        )
+    except OSError as err:
+        print(f"[ui] error: {err}", file=sys.stderr, flush=True)
+        return 2
+    while not stop.wait(0.5):
+        pass
+    backend.stopping.set()  # replies in flight end with the shutdown message at their next chunk
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while pacer.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the last messages reach the browsers
+    demo.close(verbose=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
