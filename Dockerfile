@@ -20,6 +20,13 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
+# tini as PID 1: it hands `docker stop`'s SIGTERM to the app, which stops in order, and reaps
+# any process that loses its parent.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
+
 # vLLM comes with the base image; the rest of the app's (pinned) dependencies.
 COPY requirements-common.txt ./
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -r requirements-common.txt
@@ -30,8 +37,10 @@ RUN groupadd --gid 10001 qwen \
     && chown -R qwen:qwen /models "/home/qwen/.cache"
 
 # The app's code; the measuring tools (perf/) stay out (.dockerignore).
-COPY app.py api.py ./
+COPY app.py ./
 COPY engine/ engine/
+COPY server/ server/
+COPY launch/ launch/
 COPY eval_data/ eval_data/
 COPY bench/ bench/
 COPY ui/ ui/
@@ -62,5 +71,6 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
     CMD ["python3", "-c", "import json, sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5); sys.exit(json.load(r).get('status') != 'batch')"]
 
 # Replaces the base image's vLLM server entrypoint; `docker run IMAGE --flag ...` appends app flags.
-ENTRYPOINT ["python3", "app.py", "--host", "0.0.0.0"]
+# Exec form under tini: `docker stop` (SIGTERM) reaches the app itself, which ends in seconds.
+ENTRYPOINT ["/usr/bin/tini", "--", "python3", "app.py", "--host", "0.0.0.0"]
 CMD []

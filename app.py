@@ -162,10 +162,14 @@ def main(argv: list[str] | None = None) -> int:
             "GPU. Add --auth USER:PASS.",
             flush=True,
         )
+    status = 0
     while not signals.wait(0.5):
-        ui.check()
+        if not ui.check():
+            print(f"error: the UI could not listen on port {args.port}", file=sys.stderr)
+            status = 2
+            break
     began = time.monotonic()
-    print(f"[app] {signals.name}: shutting down", flush=True)
+    print(f"[app] {signals.name if status == 0 else 'error'}: shutting down", flush=True)
     service.stop()  # replies in flight end with "the server is shutting down"
     ui.stop()
     servers.stop(timeout=3)
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.flush()
     # Everything is stopped: skip the interpreter's teardown (native extensions' leak reports,
     # joins of threads of a build that a stop cut short).
-    os._exit(0)
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -60,27 +60,22 @@ ENGINE_MARKS = ("VLLM::", "multiprocessing.spawn", "multiprocessing.forkserver")
 
 
 def engine_processes() -> list:
-    """This process's descendants that belong to the engine: vLLM's (named `VLLM::...` once
-    started, `multiprocessing.spawn` before), never the kept ones, and not multiprocessing's
-    resource tracker, which ends by itself once its users are gone."""
+    """The engine's processes: this process's children that vLLM started (named `VLLM::...`
+    once running, `multiprocessing.spawn` before) and theirs; never a kept child, nor
+    multiprocessing's resource tracker, which ends by itself once its users are gone, nor
+    anything under other children (another app that a test runner started, say)."""
     import psutil
 
-    me = psutil.Process()
-    spared: set[int] = set()
-    for child in me.children(recursive=False):
-        if child.pid in _kept:
-            spared.add(child.pid)
-            spared.update(p.pid for p in _safe_children(child))
     found = []
-    for child in me.children(recursive=True):
-        if child.pid in spared:
+    for child in psutil.Process().children(recursive=False):
+        if child.pid in _kept:
             continue
         try:
             line = " ".join([child.name(), *child.cmdline()])
         except psutil.Error:
             continue
         if "resource_tracker" not in line and any(mark in line for mark in ENGINE_MARKS):
-            found.append(child)
+            found += [child, *_safe_children(child)]
     return found
 
 

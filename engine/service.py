@@ -152,11 +152,21 @@ class EngineService:
         if self._thread.is_alive():
             with suppress(Exception):
                 self.submit(self.engine.close()).result(timeout=timeout)
+            with suppress(Exception):
+                self.submit(self._cancel_tasks()).result(timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         # Whatever vLLM left: processes of a build that a stop cut short, or of a shutdown
         # that did not finish in time.
         stop_engine_processes(timeout=5)
+
+    async def _cancel_tasks(self) -> None:
+        """Cancel what still runs on the loop (the watchdog, servers' leftovers) before it stops."""
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ---- crossing threads ------------------------------------------------------------
     def submit(self, coro: Awaitable) -> concurrent.futures.Future:

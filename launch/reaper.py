@@ -41,7 +41,11 @@ def stop_reaper(reaper: subprocess.Popen, timeout: float = 5.0) -> None:
     after `timeout`), then close the lifeline; the reaper finds nothing left and exits."""
     import psutil
 
-    others = [p for p in psutil.Process().children(recursive=True) if p.pid != reaper.pid]
+    others = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.pid != reaper.pid and not _is_resource_tracker(p)
+    ]
     _, alive = psutil.wait_procs(others, timeout=timeout)
     for process in alive:
         _quietly(process.kill)
@@ -69,7 +73,7 @@ def watch(app_pid: int) -> int:
             break  # the app closed the pipe or died
         try:
             for child in psutil.Process(app_pid).children(recursive=True):
-                if child.pid != me:
+                if child.pid != me and not _is_resource_tracker(child):
                     known.setdefault(child.pid, child.create_time())
         except psutil.Error:
             break  # the app is gone
@@ -77,19 +81,42 @@ def watch(app_pid: int) -> int:
     for pid, created in known.items():
         try:
             process = psutil.Process(pid)
-            if process.create_time() == created:
+            if process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE:
                 left.append(process)
         except psutil.Error:
             continue
     if not left:
         return 0
-    print(f"[reaper] the app ended; stopping {len(left)} process(es) it left", file=sys.stderr)
+    names = ", ".join(sorted({_name(p) for p in left}))
+    print(
+        f"[reaper] the app ended; stopping {len(left)} process(es) it left: {names}",
+        file=sys.stderr,
+    )
     for process in left:
         _quietly(process.terminate)
     _, alive = psutil.wait_procs(left, timeout=GRACE_SECONDS)
     for process in alive:
         _quietly(process.kill)
     return 0
+
+
+def _name(process) -> str:
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())[:80] or process.name()
+    except psutil.Error:
+        return str(process.pid)
+
+
+def _is_resource_tracker(process) -> bool:
+    """multiprocessing's resource tracker, which ends by itself once the app is gone."""
+    import psutil
+
+    try:
+        return "resource_tracker" in " ".join(process.cmdline())
+    except psutil.Error:
+        return True
 
 
 def _quietly(action) -> None:

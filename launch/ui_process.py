@@ -18,6 +18,7 @@ from engine.children import keep
 
 ROOT = Path(__file__).resolve().parent.parent
 RESTART_PAUSE_S = 2.0
+UNUSABLE = 2  # the UI's exit status when it cannot listen on its port
 
 
 class UiProcess:
@@ -38,17 +39,21 @@ class UiProcess:
         self.starts += 1
         self._last_start = time.monotonic()
 
-    def check(self) -> None:
-        """Start the UI again if it has exited (not sooner than a pause after the last start)."""
+    def check(self) -> bool:
+        """Start the UI again if it has exited (not sooner than a pause after the last start);
+        False if it cannot run at all (it could not listen on its port)."""
         if self.process is None or self.process.poll() is None:
-            return
+            return True
+        if self.process.returncode == UNUSABLE:
+            return False
         if time.monotonic() - self._last_start < RESTART_PAUSE_S:
-            return
+            return True
         print(
             f"[app] the UI process exited with {self.process.returncode}; starting it again",
             flush=True,
         )
         self.start()
+        return True
 
     def stop(self, timeout: float = 8.0) -> None:
         """SIGTERM (it ends its streams with a message and closes), SIGKILL after `timeout`."""

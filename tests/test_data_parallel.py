@@ -20,12 +20,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
 
-from engine import flags, profiles
-from engine import devices
+from engine import devices, flags, profiles
 from engine.devices import Gpu
 from tests.conftest import (
     ROOT,
@@ -213,15 +213,46 @@ class TestTwoRanks:
         assert len(engine_cores(pid)) == 2
 
     @pytest.mark.timeout(300)
-    def test_sigterm_leaves_no_process_and_no_dead_engine_error(self, two_ranks):
+    def test_ctrl_c_to_the_group_stops_both_ranks_cleanly(self, two_ranks):
         children = psutil.Process(two_ranks.process.pid).children(recursive=True)
         logged_before = len(two_ranks.log.read_text(errors="replace"))
-        assert stop_app(two_ranks) == 0
-        _, alive = psutil.wait_procs(children, timeout=30)
-        assert not alive, f"left after shutdown: {alive}"
+        began = time.monotonic()
+        os.killpg(two_ranks.process.pid, signal.SIGINT)
+        assert two_ranks.process.wait(timeout=15) == 0
+        took = time.monotonic() - began
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left after the stop: {alive}"
         shutdown_log = two_ranks.log.read_text(errors="replace")[logged_before:]
-        assert "[app] shutting down" in shutdown_log
-        assert "EngineDeadError" not in shutdown_log, shutdown_log[-3000:]
+        assert "[app] SIGINT: shutting down" in shutdown_log
+        for bad in ("EngineDeadError", "Traceback", "restarting"):
+            assert bad not in shutdown_log, shutdown_log[-3000:]
+        print(f"\nCtrl-C with two ranks: exit 0 after {took:.1f} s")
+
+
+@pytest.mark.timeout(900)
+def test_kill_9_of_the_app_leaves_neither_rank_running(tmp_path_factory, questions):
+    apps = private_app(
+        tmp_path_factory,
+        "dp2-kill9",
+        "--data-parallel-size",
+        "2",
+        env={"QWEN_DEMO_API_TOKEN": ""},
+        timeout=600,
+    )
+    app = next(apps)
+    try:
+        children = [
+            p
+            for p in psutil.Process(app.process.pid).children(recursive=True)
+            if "reaper" not in " ".join(p.cmdline())
+        ]
+        assert len([p for p in children if "EngineCore" in p.name()]) == 2, children
+        app.process.send_signal(signal.SIGKILL)
+        app.process.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left after kill -9 of the app: {alive}"
+    finally:
+        apps.close()
 
 
 # ---- two hosts, played by two processes ---------------------------------------------------

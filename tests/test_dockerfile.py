@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
-APP_CODE = {"app.py", "api.py", "engine", "eval_data", "bench", "ui"}
+APP_CODE = {"app.py", "engine", "server", "launch", "eval_data", "bench", "ui"}
 TOOLS = "perf"  # measuring tools: never in the image, never imported by the app
 
 
@@ -101,9 +101,14 @@ def test_runs_as_a_non_root_user(steps):
     assert user not in ("root", "0"), f"the app runs as {users[-1]!r}"
 
 
-def test_entrypoint_starts_the_app_and_takes_extra_flags(steps):
+def test_entrypoint_starts_the_app_under_an_init_and_takes_extra_flags(steps):
+    """`docker stop` sends SIGTERM to PID 1: exec form (no shell in between, which would not
+    pass it on) under tini, which hands it to the app and reaps orphaned processes."""
     entrypoint = json.loads(args_of(steps, "ENTRYPOINT")[-1])
-    assert entrypoint[:2] == ["python3", "app.py"], entrypoint
+    assert entrypoint[:2] == ["/usr/bin/tini", "--"], entrypoint
+    assert entrypoint[2:4] == ["python3", "app.py"], entrypoint
+    assert any("install" in run and "tini" in run for run in args_of(steps, "RUN"))
+    assert not args_of(steps, "STOPSIGNAL") or args_of(steps, "STOPSIGNAL") == ["SIGTERM"]
     assert "0.0.0.0" in entrypoint, "the app must listen on all interfaces inside the container"
     assert json.loads(args_of(steps, "CMD")[-1]) == [], "CMD should be [] so flags can be appended"
 

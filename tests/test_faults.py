@@ -387,5 +387,5 @@ class TestEngineLifecycle:
         assert code == 0, app.log.read_text(errors="replace")[-3000:]
         _, alive = psutil.wait_procs(children, timeout=15)
         assert not alive, f"child processes left after shutdown: {alive}"
-        assert "[app] shutting down" in app.log.read_text(errors="replace")
+        assert "[app] SIGTERM: shutting down" in app.log.read_text(errors="replace")
         print(f"\nSIGTERM: exit code 0 after {took:.1f} s, {len(children)} child processes gone")

@@ -23,7 +23,6 @@ import time
 import pytest
 
 from bench.metrics import percentile
-from engine.chat import chat_prompt_ids
 from tests.conftest import ROOT, STATS_TITLE, assistant_text, chat_args, post, prompt_with_budget
 
 pytestmark = pytest.mark.slow

@@ -22,6 +22,7 @@ import gradio as gr
 from ui.backend import Backend, BackendError
 from ui.benchmark import build_benchmark_tab
 from ui.chat import UpdatePacer, build_chat_tab
+from ui.errors import visitor_error
 from ui.operator import OperatorPolicy
 from ui.status import CSS, status_markdown
 
@@ -89,11 +90,11 @@ def build_ui(backend: Backend, settings: UiSettings, pacer: UpdatePacer | None =
 
         async def restart_engine(allowed: bool):
             if not policy.allowed(allowed):
-                raise gr.Error(policy.locked_reason)
+                raise visitor_error(policy.locked_reason)
             try:
                 await backend.restart()
             except BackendError as err:
-                raise gr.Error(str(err)) from None
+                raise visitor_error(str(err)) from None
             return status_now()
 
         restart.click(restart_engine, unlocked, status, api_name="restart_engine")

@@ -5,7 +5,7 @@
 Logins and the operator key come from the environment (`QWEN_DEMO_AUTH`,
 `QWEN_DEMO_OPERATOR_KEY`), never the command line, which other users can read. On SIGINT or
 SIGTERM the replies in flight end with "the server is shutting down" and the page server
-closes; a second signal exits at once.
+closes; a second Ctrl-C exits at once.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
 
     def on_signal(number, frame) -> None:
-        if stop.is_set():
+        # A second Ctrl-C ends the process at once; a SIGTERM during the stop is the app
+        # asking for the stop that is already under way.
+        if stop.is_set() and number == signal.SIGINT:
             os._exit(128 + number)
         stop.set()
 
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     backend.stopping.set()  # replies in flight end with the shutdown message at their next chunk
     deadline = time.monotonic() + DRAIN_SECONDS
-    while pacer.active and time.monotonic() < deadline:
+    while backend.active and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)  # the last messages reach the browsers
     demo.close(verbose=False)

@@ -42,6 +42,7 @@ class Backend:
     def __init__(self, socket_path: str):
         self.socket_path = socket_path
         self.stopping = threading.Event()  # set when this process is shutting down
+        self.active = 0  # streams open now (chats and benchmark runs)
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._latest: dict = {
             "status": EngineStatus("idle", "waiting for the server").to_dict(),
@@ -94,6 +95,7 @@ class Backend:
 
     async def _lines(self, path: str, body: dict) -> AsyncIterator[dict]:
         """POST `body`; yield the response's JSON lines; raise BackendError for an error."""
+        self.active += 1
         try:
             async with self._client().stream("POST", path, json=body) as response:
                 if response.status_code != 200:
@@ -107,6 +109,8 @@ class Backend:
                     yield event
         except httpx.HTTPError as err:
             raise BackendError(f"the server does not answer ({type(err).__name__})") from None
+        finally:
+            self.active -= 1
 
     def chat(self, messages: list[dict], thinking: bool, params: dict) -> AsyncIterator[dict]:
         """A chat reply's events: deltas (`reasoning`, `answer`, `tokens`), then `done`."""

@@ -37,6 +37,7 @@ from eval_data import (
     question_set_path,
 )
 from ui.backend import Backend, BackendError
+from ui.errors import visitor_error
 from ui.operator import OperatorPolicy
 
 MAX_UPLOAD_BYTES = 4 * 2**20
@@ -200,12 +201,12 @@ def make_run(session: BenchmarkSession):
         except Refusal as refusal:
             yield refusal.shown
             if refusal.error:
-                raise gr.Error(refusal.error) from None
+                raise visitor_error(refusal.error) from None
             return
         if not session.lock.acquire(blocking=False):
             message = "A benchmark is already running; wait for it or cancel it."
             yield _stopped(message)
-            raise gr.Error(message)
+            raise visitor_error(message)
         session.owner = request.session_hash if request else None
         session.stop.clear()
         try:
@@ -273,10 +274,10 @@ async def _running(session: BenchmarkSession, pairs, spec: BenchmarkSpec):
     except BackendError as err:
         message = f"**Stopped:** {err} No result: the run did not finish."
         yield _stopped(message)
-        raise gr.Error(str(err)) from None
+        raise visitor_error(str(err)) from None
     if result is None:
         yield _stopped("**Stopped:** the server ended the run early. No result.")
-        raise gr.Error("the server ended the run early")
+        raise visitor_error("the server ended the run early")
     yield _finished(session, result)
 
 

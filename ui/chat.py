@@ -18,6 +18,7 @@ import gradio as gr
 
 from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, sampling_defaults
 from ui.backend import Backend, BackendError
+from ui.errors import visitor_error
 
 THINKING_TITLE = "Thinking"
 MAX_MESSAGE_CHARS = 100_000
@@ -110,7 +111,7 @@ def chat_params(temperature, top_p, top_k, max_new_tokens) -> dict:
             "top_k": int(top_k),
         }
     except (TypeError, ValueError) as err:
-        raise gr.Error(f"Bad sampling settings: {err}") from None
+        raise visitor_error(f"Bad sampling settings: {err}") from None
 
 
 def error_text(err: BackendError) -> str:
@@ -136,13 +137,13 @@ def make_respond(backend: Backend, pacer: UpdatePacer):
         max_new_tokens: int,
     ):
         if not isinstance(message, str) or not message.strip():
-            raise gr.Error("Type a message first.")
+            raise visitor_error("Type a message first.")
         if len(message) > MAX_MESSAGE_CHARS:
-            raise gr.Error(
+            raise visitor_error(
                 f"The message has {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
             )
         if backend.closing:
-            raise gr.Error(STOPPING)
+            raise visitor_error(STOPPING)
         params = chat_params(temperature, top_p, top_k, max_new_tokens)
         messages = build_messages(model_history(history), message, system_prompt or None)
         reasoning = answer = ""
@@ -152,7 +153,7 @@ def make_respond(backend: Backend, pacer: UpdatePacer):
             async with aclosing(backend.chat(messages, bool(thinking), params)) as events:
                 async for event in events:  # leaving early closes the stream: vLLM aborts
                     if backend.stopping.is_set():
-                        raise gr.Error(STOPPING)
+                        raise visitor_error(STOPPING)
                     if event.get("done"):
                         done = event
                         break
@@ -163,11 +164,11 @@ def make_respond(backend: Backend, pacer: UpdatePacer):
                         shown = now
                         yield reply_messages(reasoning, answer, False)
         except BackendError as err:
-            raise gr.Error(error_text(err)) from None
+            raise visitor_error(error_text(err)) from None
         finally:
             pacer.active -= 1
         if done is None:
-            raise gr.Error("The reply ended early; try again.")
+            raise visitor_error("The reply ended early; try again.")
         yield reply_messages(reasoning, answer, True, reply_stats(done))
 
     return respond
