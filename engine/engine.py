@@ -37,6 +37,19 @@ from engine.vllm_args import sampling_params, token_prompt
 BUSY = "server busy: {queued} requests in the engine, limit {limit}; try again shortly"
 
 
+_ENDING: set[asyncio.Task] = set()
+
+
+async def _run_to_end(cleanup) -> None:
+    """Await `cleanup` (an abort) in a task of its own, so that it runs to its end even when
+    the caller is being cancelled: a closed HTTP stream cancels its handler, and anyio's cancel
+    scope cancels every await in the handler's `finally` blocks again."""
+    task = asyncio.ensure_future(cleanup)
+    _ENDING.add(task)
+    task.add_done_callback(_ENDING.discard)
+    await asyncio.shield(task)
+
+
 def _rank_of(llm, internal_id: str) -> int | None:
     """The data-parallel rank vLLM's load balancer gave a request just added, by vLLM's
     internal request id (0 without data parallelism; None once it has finished)."""
@@ -150,11 +163,9 @@ class Engine(EngineLifecycle):
         except (EngineUnavailable, RequestError, EngineBusy):
             raise
         except Exception as err:
-            self._raise_clear(err)
+            self._raise_as_engine_error(err)
         finally:
-            await outputs.aclose()
-            if not finished and self._can_abort():
-                await self._llm.abort(request_id)
+            await _run_to_end(self._end_stream(outputs, request_id, finished))
 
     async def generate_many(
         self,
@@ -215,13 +226,23 @@ class Engine(EngineLifecycle):
         except (EngineUnavailable, RequestError, EngineBusy):
             raise
         except Exception as err:
-            self._raise_clear(err)
+            self._raise_as_engine_error(err)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if unfinished and self._can_abort():
-                await self._llm.abort(sorted(unfinished))
+            await _run_to_end(self._end_batch(tasks, unfinished))
+
+    async def _end_stream(self, outputs, request_id: str, finished: bool) -> None:
+        """Close a stream's vLLM iterator and abort its request if it did not finish."""
+        await outputs.aclose()
+        if not finished and self._can_abort():
+            await self._llm.abort(request_id)
+
+    async def _end_batch(self, tasks: list[asyncio.Task], unfinished: set[str]) -> None:
+        """Stop following a batch and abort its unfinished requests."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if unfinished and self._can_abort():
+            await self._llm.abort(sorted(unfinished))
 
     def _completion(self, index: int, final, prompt_tokens: int, start: float, decode: bool):
         """The Completion of a finished request, from its final RequestOutput."""
@@ -252,7 +273,7 @@ class Engine(EngineLifecycle):
         finally:
             self._holds -= 1
             if self._holds == 0 and self._llm is not None and not self._llm.errored:
-                await client.resume_scheduler_async()
+                await _run_to_end(client.resume_scheduler_async())
 
     # ---- errors ----------------------------------------------------------------------
     def _can_abort(self) -> bool:
@@ -273,7 +294,7 @@ class Engine(EngineLifecycle):
             return EngineUnavailable(str(self._ended_by))
         return ServerStopping("the engine stopped the request: the server is shutting down")
 
-    def _raise_clear(self, err: BaseException):
+    def _raise_as_engine_error(self, err: BaseException):
         """Raise `err` as the engine's own error type, with the reason in words."""
         from vllm.exceptions import QueueOverflowError
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 from dataclasses import asdict
 
 from fastapi import APIRouter, Request
@@ -37,6 +38,18 @@ from server.guard import error_response, unavailable
 
 NDJSON = "application/x-ndjson"
 ROLES = ("system", "user", "assistant")
+
+
+class ClosingStream(StreamingResponse):
+    """A streamed response that closes its generator however the response ends: Starlette
+    leaves it suspended when the client goes away between two lines, and the requests it
+    holds in the engine would run on until garbage collection."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 def _line(payload: dict) -> bytes:
@@ -149,14 +162,15 @@ def parse_benchmark(data) -> tuple[list[QAPair], BenchmarkSpec]:
 async def benchmark_events(engine, pairs: list[QAPair], spec: BenchmarkSpec):
     """A run's progress lines (new samples only), then its result line."""
     sent = 0
-    async for event in run_benchmark(engine, pairs, spec):
-        if isinstance(event, BenchmarkResult):
-            yield _line({"result": event.to_dict()})
-            return
-        progress = asdict(event)
-        samples = progress.pop("samples")
-        yield _line({"progress": progress, "new_samples": samples[sent:]})
-        sent = len(samples)
+    async with aclosing(run_benchmark(engine, pairs, spec)) as events:  # closing aborts the run
+        async for event in events:
+            if isinstance(event, BenchmarkResult):
+                yield _line({"result": event.to_dict()})
+                return
+            progress = asdict(event)
+            samples = progress.pop("samples")
+            yield _line({"progress": progress, "new_samples": samples[sent:]})
+            sent = len(samples)
 
 
 def internal_routes(service: EngineService) -> APIRouter:
@@ -188,7 +202,7 @@ def internal_routes(service: EngineService) -> APIRouter:
             return unavailable(err, False)
         except StopAsyncIteration:
             return error_response(503, "the engine ended the reply before its first token", False)
-        return StreamingResponse(events, media_type=NDJSON)
+        return ClosingStream(events, media_type=NDJSON)
 
     @router.post("/benchmark")
     async def benchmark(request: Request):
@@ -204,11 +218,13 @@ def internal_routes(service: EngineService) -> APIRouter:
         async def events():
             async with one_run:
                 try:
-                    async for line in benchmark_events(service.engine, pairs, spec):
-                        yield line
+                    lines = benchmark_events(service.engine, pairs, spec)
+                    async with aclosing(lines) as run:
+                        async for line in run:
+                            yield line
                 except (EngineUnavailable, EngineBusy, RequestError, BenchmarkError) as err:
                     yield _line(_failure(err))
 
-        return StreamingResponse(events(), media_type=NDJSON)
+        return ClosingStream(events(), media_type=NDJSON)
 
     return router

@@ -21,12 +21,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from engine import devices, flags, profiles
 from engine.devices import Gpu
+from engine.models import ResolvedModel
+from engine.vllm_args import engine_kwargs
 from tests.conftest import (
     ROOT,
     TEST_ENGINE,
@@ -76,7 +79,8 @@ def test_status_names_the_gpus_used_and_the_idle_ones(monkeypatch):
         "h100", data_parallel_size=4, data_parallel_size_local=2, data_parallel_address="10.0.0.1"
     )
     assert devices.placement(spread)["device"].endswith("+ 2 data-parallel ranks on other hosts")
-    assert spread.engine_kwargs()["data_parallel_size_local"] == 2
+    model = ResolvedModel("mine", Path("/models/mine"), False, "local")
+    assert engine_kwargs(spread, model)["data_parallel_size_local"] == 2
 
 
 @pytest.mark.parametrize(

@@ -185,7 +185,7 @@ class TestGuardedInstance:
             (
                 "message beyond max_model_len",
                 chat_args("word " * 5000),
-                r"the prompt has \d+ tokens; this engine takes at most 1023 \(max_model_len 1024",
+                r"prompt of \d+ tokens; this engine takes at most \d+ \(max_model_len 1024",
             ),
             ("temperature 5.0", chat_args("hi", temperature=5.0), r"5\.0.*maximum value 2"),
             ("negative temperature", chat_args("hi", temperature=-1.0), r"-1.*minimum value 0"),
