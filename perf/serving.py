@@ -1,0 +1,351 @@
+"""A serving sitting on a GPU machine: the app (or `vllm serve`) under chat load, then stopped.
+
+    python -m perf.serving --out runs/serving -- --profile hopper --model MODEL
+    python -m perf.serving --out runs/vllm --target vllm-serve -- MODEL --load-format dummy
+    python -m perf.serving --out runs/old --root ../old-checkout -- --profile h100 --model MODEL
+    python -m perf.serving --out runs/kill --users 16 --concurrency none --stop kill9 -- ...
+
+For the app: start `app.py` in a process group of its own and wait until it is ready; run
+`perf.load`'s waves (browser-like Gradio sessions and `/v1` streams, alternating, at each
+`--users` count); count vLLM's JIT-monitor lines ("Triton kernel JIT compilation during
+inference") logged after ready; run vLLM's load generator (`vllm bench serve`, random 128-token
+prompts, 256 tokens out) at each `--concurrency`; then press Ctrl-C as a terminal does (SIGINT
+to the process group) and record the seconds to exit, the exit status, processes left and the
+GPU memory in use afterwards. For `vllm serve` (vLLM's defaults): the same without the UI.
+`--py-spy SECONDS` samples the server's processes (the app and the UI process) with py-spy
+while the waves run and lists where each spends its time. Everything goes to `--out`:
+`serving.json` and the server's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+JIT = "JIT compilation during inference"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gpu_memory_mib() -> list[int]:
+    """Memory in use on each GPU (nvidia-smi), [] where there is none."""
+    try:
+        text = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [int(x) for x in text.split() if x.isdigit()]
+
+
+def wait_ready(url: str, server: subprocess.Popen, timeout: float, app: bool) -> float:
+    """Seconds until the server is ready: the app's `GET /` says "batch"; `vllm serve`'s
+    `/health` answers 200."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url + ("/" if app else "/health"), timeout=5) as r:
+                body = r.read()
+            if not app or json.loads(body).get("status") == "batch":
+                return time.monotonic() - began
+        except (OSError, ValueError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"not ready within {timeout:.0f} s")
+
+
+def start(args, log: Path) -> tuple[subprocess.Popen, str, str | None]:
+    """The server under test, its API address and (app only) its UI address."""
+    api_port, ui_port = free_port(), free_port()
+    if args.target == "app":
+        cmd = [
+            sys.executable,
+            "-u",
+            str(args.root / "app.py"),
+            "--port",
+            str(ui_port),
+            "--api-port",
+            str(api_port),
+            *args.server_flags,
+        ]
+        ui = f"http://127.0.0.1:{ui_port}"
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.cli.main",
+            "serve",
+            *args.server_flags,
+            "--port",
+            str(api_port),
+        ]
+        ui = None
+    server = subprocess.Popen(
+        cmd, cwd=args.root, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return server, f"http://127.0.0.1:{api_port}", ui
+
+
+def server_processes(server: subprocess.Popen) -> dict[str, int]:
+    """The pids worth sampling: the server itself and (app only) its UI process."""
+    import psutil
+
+    found = {"server": server.pid}
+    for child in psutil.Process(server.pid).children():
+        try:
+            if "ui" in child.cmdline()[1:4] and "-m" in child.cmdline():
+                found["ui"] = child.pid
+        except psutil.Error:
+            continue
+    return found
+
+
+def start_sampling(pids: dict[str, int], seconds: int, out: Path) -> list[tuple]:
+    """py-spy on each pid for `seconds`, collapsed stacks to `out` (nothing without py-spy)."""
+    import shutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("py-spy not found: no sampling", flush=True)
+        return []
+    runs = []
+    for name, pid in pids.items():
+        path = out / f"pyspy-{name}.txt"
+        cmd = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "50"]
+        cmd += ["--format", "raw", "--output", str(path), "--nonblocking"]
+        runs.append(
+            (name, path, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        )
+    return runs
+
+
+def sampling_summary(runs: list[tuple], top: int = 25) -> dict:
+    """Per process: the functions with the most samples on the stack (inclusive) and at its
+    top (self), as shares of all samples."""
+    summary = {}
+    for name, path, proc in runs:
+        try:
+            proc.wait(timeout=120)
+            lines = path.read_text(errors="replace").splitlines()
+        except (OSError, subprocess.TimeoutExpired):
+            summary[name] = {"error": "no samples"}
+            continue
+        total, inclusive, own = 0, {}, {}
+        for line in lines:
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = [
+                re.sub(r"\(.*/|:\d+\)$", lambda m: "(" if m.group(0)[0] == "(" else ")", f)
+                for f in stack.split(";")
+                if f
+            ]
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + n
+            if frames:
+                own[frames[-1]] = own.get(frames[-1], 0) + n
+
+        def share(table, total=total):
+            best = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+            return [(frame, round(n / max(total, 1), 3)) for frame, n in best]
+
+        summary[name] = {"samples": total, "inclusive": share(inclusive), "self": share(own)}
+    return summary
+
+
+def load_waves(args, api: str, ui: str | None) -> list[dict]:
+    from perf import load
+
+    paths = "ui,api" if ui else "api"
+    argv = [
+        "--api",
+        api,
+        "--ui",
+        ui or "http://127.0.0.1:9",
+        "--paths",
+        paths,
+        "--users",
+        args.users,
+        "--repeat",
+        str(args.repeat),
+        "--max-tokens",
+        str(args.max_tokens),
+    ]
+    waves = asyncio.run(load.run(load.parse_args(argv)))
+    print(load.table(waves), flush=True)
+    return [asdict(w) for w in waves]
+
+
+def bench_serve(api: str, concurrency: int, out: Path) -> dict:
+    """vLLM's load generator at one concurrency; its headline figures."""
+    name = f"bench-serve-{concurrency}.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "perf.serve",
+        "--base-url",
+        api,
+        "--backend",
+        "openai-chat",
+        "--endpoint",
+        "/v1/chat/completions",
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        "128",
+        "--random-output-len",
+        "256",
+        "--num-prompts",
+        str(max(64, 4 * concurrency)),
+        "--max-concurrency",
+        str(concurrency),
+        "--ignore-eos",
+        "--save-result",
+        "--result-dir",
+        str(out),
+        "--result-filename",
+        name,
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    (out / f"bench-serve-{concurrency}.log").write_text(done.stdout + done.stderr)
+    try:
+        result = json.loads((out / name).read_text())
+    except (OSError, ValueError):
+        return {"concurrency": concurrency, "error": done.stderr[-500:]}
+    keys = (
+        "completed",
+        "failed",
+        "output_throughput",
+        "median_ttft_ms",
+        "p99_ttft_ms",
+        "median_itl_ms",
+        "p99_itl_ms",
+        "median_tpot_ms",
+    )
+    return {"concurrency": concurrency, **{k: result.get(k) for k in keys}}
+
+
+def stop(server: subprocess.Popen, log: Path, how: str, gpu_before: list[int]) -> dict:
+    """Stop the server as `how` says and report what the stop left: `sigint` is a terminal's
+    Ctrl-C (SIGINT to the process group), `kill9` a SIGKILL to the server's pid alone (then
+    the seconds until the GPU's memory is back to what it was before the start)."""
+    import psutil
+
+    children = psutil.Process(server.pid).children(recursive=True)
+    began = time.monotonic()
+    if how == "kill9":
+        os.kill(server.pid, signal.SIGKILL)
+    else:
+        os.killpg(server.pid, signal.SIGINT)
+    try:
+        code = server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        code = "killed after 60 s"
+    took = time.monotonic() - began
+    freed = None
+    while gpu_before and time.monotonic() - began < 60:
+        now = gpu_memory_mib()
+        if all(n <= b + 1024 for n, b in zip(now, gpu_before, strict=False)):
+            freed = round(time.monotonic() - began, 2)
+            break
+        time.sleep(0.25)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    text = log.read_text(errors="replace")
+    tail = text[text.rfind("shutting down") :] if "shutting down" in text else text[-20000:]
+    return {
+        "how": how,
+        "exit": code,
+        "seconds": round(took, 2),
+        "gpu_memory_freed_after_s": freed,
+        "left": [p.pid for p in alive],
+        "gpu_memory_mib_after": gpu_memory_mib(),
+        "tracebacks_in_stop": tail.count("Traceback"),
+        "engine_dead_errors_in_stop": tail.count("EngineDeadError"),
+        "restarts_in_log": text.count("restarting"),
+    }
+
+
+def jit_lines(log: Path) -> list[str]:
+    """vLLM's JIT-monitor lines logged after the server said ready."""
+    text = log.read_text(errors="replace")
+    after = text[text.find("[engine] ready") :] if "[engine] ready" in text else text
+    return sorted(
+        {re.sub(r"^.*?\] ", "", line)[:160] for line in after.splitlines() if JIT in line}
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.serving",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--target", choices=("app", "vllm-serve"), default="app")
+    parser.add_argument("--users", default="1,16,64,256")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--concurrency", default="32,256", help="vllm bench serve's, or none")
+    parser.add_argument("--timeout", type=float, default=400, help="seconds to get ready")
+    parser.add_argument("--py-spy", type=int, default=0, metavar="SECONDS")
+    parser.add_argument("--stop", choices=("sigint", "kill9"), default="sigint")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py runs")
+    parser.add_argument("server_flags", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    args.server_flags = [f for f in args.server_flags if f != "--"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / f"{args.target}.log"
+    report: dict = {
+        "target": args.target,
+        "flags": args.server_flags,
+        "gpu_memory_mib_before": gpu_memory_mib(),
+    }
+    server, api, ui = start(args, log)
+    try:
+        report["ready_s"] = round(wait_ready(api, server, args.timeout, args.target == "app"), 1)
+        print(f"ready in {report['ready_s']} s", flush=True)
+        sampling = (
+            start_sampling(server_processes(server), args.py_spy, args.out) if args.py_spy else []
+        )
+        report["waves"] = load_waves(args, api, ui)
+        if sampling:
+            report["py_spy"] = sampling_summary(sampling)
+        report["jit_after_ready"] = jit_lines(log)
+        levels = [int(c) for c in args.concurrency.split(",") if c.isdigit()]
+        report["bench_serve"] = [bench_serve(api, c, args.out) for c in levels]
+        report["jit_after_ready"] = jit_lines(log)
+    finally:
+        if server.poll() is None:
+            report["stop"] = stop(server, log, args.stop, report["gpu_memory_mib_before"])
+        (args.out / "serving.json").write_text(json.dumps(report, indent=1))
+    shown = {k: v for k, v in report.items() if k not in ("waves", "py_spy")}
+    print(json.dumps(shown, indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
