@@ -112,7 +112,9 @@ def ui_argv(args: argparse.Namespace, socket_path: str, config) -> list[str]:
         "--max-new-tokens-cap",
         str(config.max_new_tokens_cap),
     ]
+    # Every request the engine admits runs at once in Gradio too; past that the server says busy.
     argv += ["--max-queue", str(2 * config.admission_limit + 64)]
+    argv += ["--max-events", str(config.admission_limit + 64)]
     return argv + (["--share"] if args.share else [])
 
 

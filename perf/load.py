@@ -132,8 +132,15 @@ class Target:
         self.tick_index: int | None = None  # the status line's timer, a page's first event
         self.prefix = "/gradio_api"
 
-    async def prepare(self, client: httpx.AsyncClient) -> None:
-        """Find the chat endpoint's fn_index and the served model's name."""
+    async def prepare(self, client: httpx.AsyncClient, ui: bool = True) -> None:
+        """Find the chat endpoint's fn_index (`ui`) and the served model's name."""
+        if ui:
+            await self._find_chat(client)
+        if self.model is None:
+            models = (await client.get(self.api + "/v1/models", headers=self.headers)).json()
+            self.model = models["data"][0]["id"]
+
+    async def _find_chat(self, client: httpx.AsyncClient) -> None:
         config = (await client.get(self.ui + "/config")).json()
         self.prefix = config.get("api_prefix", "/gradio_api")
         for dependency in config["dependencies"]:
@@ -143,9 +150,6 @@ class Target:
                 self.tick_index = dependency["id"]
         if self.fn_index is None:
             raise RuntimeError("the UI has no 'chat' endpoint")
-        if self.model is None:
-            models = (await client.get(self.api + "/v1/models", headers=self.headers)).json()
-            self.model = models["data"][0]["id"]
 
     async def metrics(self, client: httpx.AsyncClient) -> str:
         """vLLM's Prometheus text, or '' where the API does not answer."""
@@ -389,7 +393,7 @@ async def run(args: argparse.Namespace) -> list[Wave]:
     timeout = httpx.Timeout(args.timeout, connect=30)
     waves: list[Wave] = []
     async with httpx.AsyncClient(timeout=timeout) as client:
-        await target.prepare(client)
+        await target.prepare(client, ui="ui" in args.paths)
     for users in args.users:
         for _ in range(args.repeat):
             for path in args.paths:

@@ -37,6 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-port", type=int, default=0, help="for the status line")
     parser.add_argument("--max-new-tokens-cap", type=int, default=2048)
     parser.add_argument("--max-queue", type=int, default=4096, help="Gradio's queue size")
+    parser.add_argument(
+        "--max-events",
+        type=int,
+        default=1024,
+        help="events Gradio runs at once (its max_threads; Gradio's own default, 40, would make "
+        "the 41st chat wait for the first to finish)",
+    )
     return parser.parse_args(argv)
 
 
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             footer_links=["api", "gradio"],
             css=CSS,
             prevent_thread_lock=True,
+            max_threads=max(40, args.max_events),
         )
     except OSError as err:
         print(f"[ui] error: {err}", file=sys.stderr, flush=True)
