@@ -54,6 +54,7 @@ CHROMIUM_ARGS = [
 ]
 
 REPLY_TIMEOUT_MS = 120_000
+OPERATOR_KEY = "teacher-key"  # the offline app's, as a teacher sharing the link sets one
 BENCHMARK_TIMEOUT_MS = 300_000
 READY = re.compile(r"ready\s+ready in \d+ s")  # badge, then the message; not while loading
 STATS_LINE = re.compile(r"^(\d+) tokens · TTFT .* · [\d.,]+ tok/s")
@@ -332,12 +333,51 @@ def test_benchmark_thinking_control_changes_the_prompt(page, app):
 def offline_app(tmp_path_factory, tiny_model_dir):
     """The app as a newcomer starts it offline: no --model, no question set on disk."""
     tmp = tmp_path_factory.mktemp("offline")
-    running = launch_app(
-        tmp, model=None, env={"QWEN_DEMO_EVAL_FILE": None, "QWEN_DEMO_CACHE": str(tmp / "cache")}
-    )
+    env = {
+        "QWEN_DEMO_EVAL_FILE": None,
+        "QWEN_DEMO_CACHE": str(tmp / "cache"),
+        "QWEN_DEMO_OPERATOR_KEY": OPERATOR_KEY,  # as a teacher sharing the link starts it
+    }
+    running = launch_app(tmp, model=None, env=env)
     wait_ready(running)
     yield running
     stop_app(running)
+
+
+def unlock_operator(tab, key: str) -> None:
+    tab.locator("#operator").get_by_text("Operator").first.click()
+    tab.locator("#operator-key input").fill(key)
+    tab.locator("#operator-unlock").click()
+
+
+def test_on_a_shared_app_chat_is_for_everyone_and_operator_controls_need_the_key(
+    browser, offline_app
+):
+    with app_page(browser, offline_app) as visitor, app_page(browser, offline_app) as teacher:
+        # A visitor: no Restart button, a benchmark refused with the reason; the chat works.
+        expect(visitor.locator("#engine-status")).to_contain_text("ready")
+        expect(visitor.locator("#restart-engine")).to_be_hidden()
+        visitor.get_by_role("tab", name="Benchmark").click()
+        visitor.locator("#run-benchmark").click()
+        progress = visitor.locator("#bench-progress")
+        expect(progress).to_contain_text("Operator controls are locked")
+        assert offline_app.stats()["unfinished"] == 0, "a locked visitor's run reached the engine"
+        visitor.get_by_role("tab", name="Chat").click()
+        open_settings(visitor)
+        set_number(visitor, "Max new tokens", 24)
+        send(visitor, "Hello from a student")
+        expect(stats_lines(visitor)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+        unlock_operator(visitor, "a guess")
+        expect(visitor.locator("#operator-note")).to_contain_text("Wrong operator key.")
+        expect(visitor.locator("#restart-engine")).to_be_hidden()
+
+        # The teacher enters the key: Restart appears for that page only.
+        unlock_operator(teacher, OPERATOR_KEY)
+        expect(teacher.locator("#operator-note")).to_contain_text("unlocked for this page")
+        expect(teacher.locator("#restart-engine")).to_be_visible()
+        expect(visitor.locator("#restart-engine")).to_be_hidden()
+        screenshot(teacher, "browser-operator.png")
+    assert offline_app.wait_idle(timeout=60)["unfinished"] == 0
 
 
 def test_offline_app_benchmarks_the_built_in_sample(browser, offline_app):
@@ -345,6 +385,8 @@ def test_offline_app_benchmarks_the_built_in_sample(browser, offline_app):
     assert "OFFLINE: serving the built-in 'tiny-random' model" in log, log[-2000:]
     with app_page(browser, offline_app) as tab:
         expect(tab.locator("#engine-status")).to_contain_text("tiny-random (random weights")
+        unlock_operator(tab, OPERATOR_KEY)
+        expect(tab.locator("#operator-note")).to_contain_text("unlocked for this page")
         tab.get_by_role("tab", name="Benchmark").click()
         set_number(tab, "Max new tokens", 32)
         question_set = tab.get_by_role("combobox", name="Question set")

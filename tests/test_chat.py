@@ -159,3 +159,43 @@ def test_course_prompt_thinking_by_model(model, random_weights, expected):
     assert resolve_thinking(not expected, model, random_weights) is (not expected)
     if not random_weights:
         assert default_thinking(model) is expected
+
+
+def _conversation(turns: int, words: int) -> list[dict]:
+    """A system prompt, then `turns` user/assistant pairs of `words` words each, then a question."""
+    messages = [{"role": "system", "content": "You are a helpful assistant."}]
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"question {t}: " + "warp " * words})
+        messages.append({"role": "assistant", "content": f"answer {t}: " + "block " * words})
+    messages.append({"role": "user", "content": "And shared memory?"})
+    return messages
+
+
+def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(tokenizer):
+    from engine.chat import fit_to_context, prompt_ids
+
+    messages = _conversation(turns=6, words=60)
+    whole = prompt_ids(tokenizer, messages, True)
+    fits = fit_to_context(tokenizer, messages, True, max_model_len=len(whole) + 64, reply_tokens=64)
+    assert fits.dropped_turns == 0 and fits.ids == whole  # it fits: nothing is lost
+
+    short = fit_to_context(tokenizer, messages, True, max_model_len=512, reply_tokens=64)
+    assert short.dropped_turns > 0 and short.dropped_turns % 2 == 0  # whole user/assistant pairs
+    assert len(short.ids) + 64 <= 512
+    kept = [messages[0], *messages[1 + short.dropped_turns :]]
+    assert short.ids == prompt_ids(tokenizer, kept, True)  # the newest turns, in order
+    text = tokenizer.decode(short.ids)
+    assert "You are a helpful assistant." in text and "And shared memory?" in text
+    assert "question 0:" not in text and f"answer {5}:" in text
+    # The fewest turns go: one more pair would still have fitted only without them.
+    one_less = [messages[0], *messages[1 + short.dropped_turns - 2 :]]
+    assert len(prompt_ids(tokenizer, one_less, True)) + 64 > 512
+
+
+def test_a_message_that_does_not_fit_alone_is_refused_with_its_size(tokenizer):
+    from engine.chat import fit_to_context
+    from engine.types import RequestError
+
+    messages = [{"role": "user", "content": "warp " * 2000}]
+    with pytest.raises(RequestError, match=r"prompt of \d+ tokens; this engine takes at most 448 "):
+        fit_to_context(tokenizer, messages, True, max_model_len=512, reply_tokens=64)

@@ -7,9 +7,10 @@ with a small warm-up batch so that each engine start stays near a minute on a 2-
   without a tunnel; bad HTTP, chat and benchmark input, each followed by a request that
   succeeds; two benchmarks at once; a benchmark cancelled halfway (job.cancel()), and one
   cancelled through the public /cancel_benchmark endpoint by the visitor who started it.
-- `restartable`: the vLLM engine-core process is SIGKILLed and the app brings a new engine up
-  by itself in the same web server process; then SIGTERM shuts the app down with code 0 and
-  no child process left.
+- `restartable` (--max-queued-requests 3): past the admission limit, a chat, /predict and the
+  OpenAI API are each told "busy" within a second; then the vLLM engine-core process is
+  SIGKILLed and the app brings a new engine up by itself in the same web server process;
+  then SIGTERM shuts the app down with code 0 and no child process left.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.conftest import (
 pytestmark = pytest.mark.slow
 
 TOKEN = "secret"
+ADMITTED = 3  # the restartable instance's admission limit (--max-queued-requests)
 OPERATOR_KEY = "operator-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BATCH = 8
@@ -310,7 +312,86 @@ class TestGuardedInstance:
 class TestEngineLifecycle:
     @pytest.fixture(scope="class")
     def restartable(self, tmp_path_factory, questions, tiny_model_dir):
-        yield from private_app(tmp_path_factory, "restartable", env={"QWEN_DEMO_API_TOKEN": ""})
+        yield from private_app(
+            tmp_path_factory,
+            "restartable",
+            "--max-queued-requests",
+            str(ADMITTED),
+            env={"QWEN_DEMO_API_TOKEN": ""},
+        )
+
+    @pytest.mark.timeout(300)
+    def test_past_the_admission_limit_every_caller_is_told_busy_at_once(self, restartable):
+        """One limit counts the OpenAI API, the chat and /predict together; past it, each of
+        them answers "busy, try again shortly" within a second instead of waiting."""
+        import threading
+
+        import httpx
+        from gradio_client import Client
+        from gradio_client.exceptions import AppError
+
+        app = restartable
+        assert app.wait_idle()["unfinished"] == 0
+        model = get_json(app.api_url + "/v1/models")["data"][0]["id"]
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Write a long essay on GPUs."}],
+            "max_tokens": 900,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        release = threading.Event()
+
+        def hold_stream() -> None:  # an OpenAI client reading its stream until released
+            with httpx.stream(
+                "POST", app.api_url + "/v1/chat/completions", json=body, timeout=120
+            ) as r:
+                for _ in r.iter_lines():
+                    if release.is_set():
+                        return
+
+        holders = [threading.Thread(target=hold_stream, daemon=True) for _ in range(ADMITTED - 1)]
+        for t in holders:
+            t.start()
+        chatter = Client(app.ui_url, verbose=False)
+        late = Client(app.ui_url, verbose=False)
+        try:
+            long_chat = chatter.submit(*chat_args("Tell me about warps.", 900), api_name="/chat")
+            wait_for(lambda: app.stats()["unfinished"] == ADMITTED, 60, "the engine full", 0.05)
+            began = time.monotonic()
+            with pytest.raises(AppError) as refused:
+                late.predict(*chat_args("hi"), api_name="/chat")
+            chat_s = time.monotonic() - began
+            assert "busy" in str(refused.value) and "try again shortly" in str(refused.value)
+
+            began = time.monotonic()
+            status, answer = post(app.api_url + "/predict", b'{"prompt": "hi"}', timeout=30)
+            predict_s = time.monotonic() - began
+            assert status == 503 and "busy" in answer["error"], (status, answer)
+
+            began = time.monotonic()
+            plain = httpx.post(
+                app.api_url + "/v1/chat/completions", json={**body, "stream": False}, timeout=30
+            )
+            openai_s = time.monotonic() - began
+            assert plain.status_code == 503 and "busy" in plain.text, plain.text[:300]
+            assert plain.headers.get("retry-after"), plain.headers
+            print(
+                f"\nbusy answers: chat {chat_s:.2f} s, /predict {predict_s:.2f} s, "
+                f"/v1 {openai_s:.2f} s"
+            )
+            assert max(chat_s, predict_s, openai_s) < 1.0
+        finally:
+            release.set()
+            long_chat.cancel()
+            chatter.close()
+            for t in holders:
+                t.join(timeout=60)
+        idle = app.wait_idle(timeout=60)
+        assert idle["unfinished"] == 0, idle
+        final = late.predict(*chat_args("hello"), api_name="/chat")  # room again: served
+        late.close()
+        assert assistant_text(final)
 
     @pytest.mark.timeout(600)
     def test_killed_engine_is_restarted_in_the_same_server(self, restartable):

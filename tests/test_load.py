@@ -253,3 +253,25 @@ def test_cancelled_chat_frees_its_engine_slot(app):
     generated = stats["generated_tokens"] - tokens_before
     assert generated < 1024, f"the request ran to its end ({generated} tokens) instead of stopping"
     print(f"\ncancelled chat freed its slot {freed:.2f} s after cancel, {generated} tokens made")
+
+
+@pytest.mark.timeout(400)
+def test_the_load_tool_drives_browser_sessions_and_api_streams_side_by_side(app):
+    """perf.load as it runs on a GPU: 32 browser-like Gradio sessions (the queue protocol, one
+    session each, the page opened first), then the same 32 on /v1, against the real app."""
+    import asyncio
+
+    from perf import load
+
+    assert app.wait_idle()["unfinished"] == 0
+    argv = ["--ui", app.ui_url, "--api", app.api_url, "--users", "32", "--repeat", "1"]
+    argv += ["--max-tokens", "8", "--paths", "ui,api", "--timeout", "300"]
+    waves = asyncio.run(load.run(load.parse_args(argv)))
+    print("\n" + load.table(waves))
+    assert [(w.path, w.users) for w in waves] == [("ui", 32), ("api", 32)]
+    for wave in waves:
+        assert wave.failures == 0, f"{wave.path}: {wave.errors[:3]}"
+        assert wave.chunks_min > 1, f"{wave.path}: a session got its reply in one piece"
+        assert wave.first_p95_s is not None and wave.first_p95_s <= wave.last_max_s
+        assert wave.engine_ttft_p50_s is not None, f"{wave.path}: no TTFT from /metrics"
+    assert app.wait_idle()["unfinished"] == 0

@@ -20,7 +20,8 @@ def test_profiles_differ_where_they_should():
     assert cpu.dtype == "float32" and cpu.enforce_eager and cpu.max_model_len == 4096
     assert course.quantization == "fp8" and BENCH_BATCH in course.cudagraph_capture_sizes
     assert course.max_model_len == 1024  # the course system's own setting
-    assert make_config("blackwell").max_model_len is None  # the same tuning, whole context
+    assert make_config("blackwell").max_model_len == 4096  # the same tuning, a chat's context
+    assert make_config("hopper", max_model_len="auto").max_model_len is None  # Qwen3's whole
     assert set(PROFILES) == {
         "cpu",
         "volta-turing",
@@ -88,7 +89,7 @@ def test_auto_fits_each_gpu_family_and_its_memory(
         assert cfg.kv_cache_dtype == "auto" and cfg.attention_backend is None
     if capability[0] == 9:
         assert cfg.kv_cache_dtype == "fp8_e4m3"
-    assert cfg.max_model_len is None  # Qwen3's whole context, as far as memory holds it
+    assert cfg.max_model_len == 4096  # the benchmark's shape; `--max-model-len auto`: all
     if gib < 20:
         assert "sized for a card under 20 GiB" in reason
 

@@ -21,9 +21,10 @@ def test_engine_arguments_are_vllms_own():
 
 
 def test_values_none_are_left_to_vllm_and_the_whole_context_is_vllms_auto_fit():
-    kwargs = engine_kwargs(make_config("hopper", block_size=64), LOCAL)
+    kwargs = engine_kwargs(make_config("hopper", block_size=64, max_model_len="auto"), LOCAL)
     assert "quantization" not in kwargs and kwargs["block_size"] == 64
     assert kwargs["max_model_len"] == AUTO_FIT and kwargs["stream_interval"] == 16
+    assert engine_kwargs(make_config("hopper"), LOCAL)["max_model_len"] == 4096
     assert kwargs["load_format"] == "auto" and kwargs["served_model_name"] == "mine"
 
 
