@@ -25,7 +25,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,14 +32,10 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
+from perf.e2e import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 JIT = "JIT compilation during inference"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gpu_memory_mib() -> list[int]:
