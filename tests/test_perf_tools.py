@@ -166,7 +166,7 @@ def test_compare_reports_a_failed_variant_and_still_writes_its_table(tmp_path):
 
 def test_the_tools_load_neither_the_scorer_nor_vllm_when_imported():
     code = (
-        "import sys, perf.bare, perf.kernels, perf.replicas, perf.compare; "
+        "import sys, perf.bare, perf.kernels, perf.replicas, perf.compare, perf.ui_alone; "
         "print([m for m in ('jieba', 'rouge_score', 'vllm', 'gradio') if m in sys.modules])"
     )
     done = subprocess.run(
@@ -186,3 +186,14 @@ def test_offline_a_tool_names_the_built_in_sample(module, tmp_path):
         env=offline_env(tmp_path),
     )
     assert done.returncode == 2 and "--question-set sample" in done.stderr, done.stderr[-2000:]
+
+
+def test_the_ui_alone_streams_every_session_from_a_stand_in_server():
+    """perf.ui_alone: the real UI process (python -m ui) in front of a stand-in server, driven
+    by perf.load's browser-like sessions; every session streams its reply in pieces."""
+    done = run("perf.ui_alone", "--users", "8", "--repeat", "1", "--events", "4", "--gap", "0.1")
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 8 | ui |")]
+    assert rows, done.stdout
+    cells = [cell.strip() for cell in rows[-1].strip("|").split("|")]
+    chunks_min = int(cells[5].split("/")[0])
+    assert cells[6] == "0" and chunks_min >= 2, rows[-1]  # no failure; streamed in pieces
