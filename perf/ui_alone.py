@@ -28,16 +28,7 @@ from pathlib import Path
 from perf.e2e import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = {
-    "phase": "ready",
-    "message": "ready (a stand-in server: no engine)",
-    "progress": 1.0,
-    "error": None,
-    "startup_seconds": 0.0,
-    "info": {"model": "stand-in"},
-    "startup_phases": [],
-    "phase_started": 0.0,
-}
+READY_MESSAGE = "ready (a stand-in server: no engine)"
 
 
 def stand_in_app(events: int, gap: float):
@@ -49,9 +40,13 @@ def stand_in_app(events: int, gap: float):
     def line(payload: dict) -> bytes:
         return json.dumps(payload).encode() + b"\n"
 
+    from engine.types import EngineStatus
+
+    ready = EngineStatus("ready", READY_MESSAGE, progress=1.0, info={"model": "stand-in"})
+
     async def status(request):
-        load = {"phase": "ready", "message": READY["message"], "restarts": 0, "unfinished": 0}
-        return JSONResponse({"status": READY, "closing": False, **load})
+        load = {"phase": "ready", "message": READY_MESSAGE, "restarts": 0, "unfinished": 0}
+        return JSONResponse({"status": ready.to_dict(), "closing": False, **load})
 
     async def chat(request):
         await request.body()

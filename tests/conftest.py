@@ -324,6 +324,18 @@ def chat_args(message: str, max_new_tokens: int = 8, temperature: float = 0.6) -
     return (message, DEFAULT_SYSTEM_PROMPT, True, temperature, 0.95, 20, max_new_tokens)
 
 
+def long_completion(model: str, content: str, stream: bool = True) -> dict:
+    """A /v1/chat/completions body that keeps an engine slot busy for many seconds on the CPU
+    (900 tokens, end of sequence ignored)."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 900,
+        "ignore_eos": True,
+        "stream": stream,
+    }
+
+
 def assistant_text(output) -> str:
     """The assistant text of a /chat output (a list of messages), the figures box left out."""
     if not isinstance(output, (list, tuple)):

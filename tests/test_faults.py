@@ -28,6 +28,7 @@ from tests.conftest import (
     assistant_text,
     chat_args,
     get_json,
+    long_completion,
     post,
     private_app,
     wait_for,
@@ -333,13 +334,7 @@ class TestEngineLifecycle:
         app = restartable
         assert app.wait_idle()["unfinished"] == 0
         model = get_json(app.api_url + "/v1/models")["data"][0]["id"]
-        body = {
-            "model": model,
-            "messages": [{"role": "user", "content": "Write a long essay on GPUs."}],
-            "max_tokens": 900,
-            "ignore_eos": True,
-            "stream": True,
-        }
+        body = long_completion(model, "Write a long essay on GPUs.")
         release = threading.Event()
 
         def hold_stream() -> None:  # an OpenAI client reading its stream until released
@@ -371,7 +366,9 @@ class TestEngineLifecycle:
 
             began = time.monotonic()
             plain = httpx.post(
-                app.api_url + "/v1/chat/completions", json={**body, "stream": False}, timeout=30
+                app.api_url + "/v1/chat/completions",
+                json=long_completion(model, "Write a long essay on GPUs.", stream=False),
+                timeout=30,
             )
             openai_s = time.monotonic() - began
             assert plain.status_code == 503 and "busy" in plain.text, plain.text[:300]

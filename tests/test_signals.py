@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import launch_app, stop_app, wait_for, wait_ready
+from tests.conftest import launch_app, long_completion, stop_app, wait_for, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -88,13 +88,7 @@ def ui_chat(app, message: str, max_tokens: int, events: list, ready: threading.E
 
 def api_stream(app, events: list, ready: threading.Event) -> None:
     """One streamed chat completion; appends every event (or the transport's error)."""
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Tell me everything about GPUs."}],
-        "max_tokens": 900,
-        "stream": True,
-        "ignore_eos": True,
-    }
+    body = long_completion(MODEL, "Tell me everything about GPUs.")
     try:
         url = app.api_url + "/v1/chat/completions"
         with httpx.stream("POST", url, json=body, timeout=60) as response:
