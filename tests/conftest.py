@@ -324,6 +324,43 @@ def chat_args(message: str, max_new_tokens: int = 8, temperature: float = 0.6) -
     return (message, DEFAULT_SYSTEM_PROMPT, True, temperature, 0.95, 20, max_new_tokens)
 
 
+@functools.lru_cache
+def chat_fn_index(ui_url: str) -> int:
+    """The chat event's id in the page's config (a browser has it from loading the page)."""
+    import httpx
+
+    config = httpx.get(ui_url + "/config", timeout=30).json()
+    return next(d["id"] for d in config["dependencies"] if d.get("api_name") == "chat")
+
+
+def browser_chat(
+    ui_url: str, message: str, max_tokens: int, events: list, ready=None, stop=None
+) -> None:
+    """One browser tab's chat over Gradio's queue protocol (`queue/join`, then the server-sent
+    events of `queue/data`), as a page sends it; appends every event's message. `ready` (a
+    threading.Event) is set at the first streamed chunk; `stop` (one too) closes the stream,
+    as a closed tab does."""
+    import httpx
+
+    fn = chat_fn_index(ui_url)
+    session = f"tab{time.monotonic_ns()}"
+    data = [message, [], DEFAULT_SYSTEM_PROMPT, True, 0.6, 0.95, 20, max_tokens]
+    body = {"data": data, "fn_index": fn, "session_hash": session}
+    with httpx.Client(base_url=ui_url + "/gradio_api", timeout=60) as client:
+        client.post("/queue/join", json=body).raise_for_status()
+        with client.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                events.append(json.loads(line[5:]))
+                if events[-1]["msg"] == "process_generating" and ready is not None:
+                    ready.set()
+                if events[-1]["msg"] in ("process_completed", "close_stream"):
+                    return
+                if stop is not None and stop.is_set():
+                    return
+
+
 def long_completion(model: str, content: str, stream: bool = True) -> dict:
     """A /v1/chat/completions body that keeps an engine slot busy for many seconds on the CPU
     (900 tokens, end of sequence ignored)."""

@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import launch_app, long_completion, stop_app, wait_for, wait_ready
+from tests.conftest import browser_chat, launch_app, long_completion, stop_app, wait_for, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -63,27 +63,23 @@ def stopped(app, processes, within: float = EXIT_WITHIN_S) -> tuple[int, float]:
         pytest.fail(f"the app did not exit within {within} s:\n{app.log.read_text()[-4000:]}")
     took = time.monotonic() - began
     _, alive = psutil.wait_procs(processes, timeout=5)
-    assert not alive, f"processes left after the stop: {alive}"
+    assert not alive, f"processes left after the stop: {described(alive)}"
     return code, took
 
 
+def described(processes) -> list[str]:
+    """'pid: command line' of each process (what a failed check shows)."""
+    lines = []
+    for process in processes:
+        try:
+            lines.append(f"{process.pid}: {' '.join(process.cmdline())[:160]}")
+        except psutil.Error:
+            lines.append(f"{process.pid}: gone")
+    return lines
+
+
 def ui_chat(app, message: str, max_tokens: int, events: list, ready: threading.Event) -> None:
-    """One browser tab's chat over Gradio's queue protocol; appends every SSE message."""
-    config = httpx.get(app.ui_url + "/config").json()
-    fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "chat")
-    session = f"stop{time.monotonic_ns()}"
-    data = [message, [], "You are a helpful assistant.", True, 0.6, 0.95, 20, max_tokens]
-    body = {"data": data, "fn_index": fn, "session_hash": session}
-    with httpx.Client(base_url=app.ui_url + "/gradio_api", timeout=60) as client:
-        client.post("/queue/join", json=body).raise_for_status()
-        with client.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-                    if events[-1]["msg"] == "process_generating":
-                        ready.set()
-                    if events[-1]["msg"] in ("process_completed", "close_stream"):
-                        return
+    browser_chat(app.ui_url, message, max_tokens, events, ready)
 
 
 def api_stream(app, events: list, ready: threading.Event) -> None:
@@ -179,7 +175,7 @@ def test_kill_9_leaves_no_engine_process_behind(tmp_path):
     app.process.wait(timeout=10)
     began = time.monotonic()
     _, alive = psutil.wait_procs(processes, timeout=10)
-    assert not alive, f"left after kill -9 of the app: {alive}"
+    assert not alive, f"left after kill -9 of the app: {described(alive)}"
     print(f"\nkill -9: the engine's processes gone {time.monotonic() - began:.1f} s later")
 
 
