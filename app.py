@@ -26,6 +26,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from engine import DEFAULT_MODEL, EngineService, add_config_arguments, config_from_args  # noqa: E402
 from engine.models import HUBS, cached_model, can_download  # noqa: E402
 from launch.signals import StopSignals  # noqa: E402
+from launch.ui_process import auto_workers  # noqa: E402
 
 OFFLINE_FALLBACK = "tiny-random"
 
@@ -57,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link")
     parser.add_argument(
+        "--ui-workers",
+        default="auto",
+        help="Gradio processes that share the pages (each browser stays on one): N, or auto "
+        "(one per four CPU cores, at most eight; one on a small machine)",
+    )
+    parser.add_argument(
         "--auth",
         default=os.environ.get("QWEN_DEMO_AUTH"),
         metavar="USER:PASS",
@@ -84,6 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--auth takes USER:PASS")
     if args.predict_max_tokens < 1:
         parser.error("--predict-max-tokens must be at least 1")
+    if args.ui_workers == "auto":
+        args.ui_workers = auto_workers()
+    elif not args.ui_workers.isdigit() or not 1 <= int(args.ui_workers) <= 64:
+        parser.error("--ui-workers takes a number from 1 to 64, or auto")
+    args.ui_workers = int(args.ui_workers)
     return args
 
 
@@ -104,18 +116,12 @@ def choose_model(requested: str | None) -> str:
 
 
 def ui_argv(args: argparse.Namespace, socket_path: str, config) -> list[str]:
-    """The UI process's flags (its secrets go in its environment instead)."""
-    argv = ["--socket", socket_path, "--host", args.host, "--port", str(args.port)]
-    argv += [
-        "--api-port",
-        str(args.api_port),
-        "--max-new-tokens-cap",
-        str(config.max_new_tokens_cap),
-    ]
+    """Every UI worker's flags but where it listens (its secrets go in its environment)."""
+    argv = ["--socket", socket_path, "--api-port", str(args.api_port)]
+    argv += ["--max-new-tokens-cap", str(config.max_new_tokens_cap)]
     # Every request the engine admits runs at once in Gradio too; past that the server says busy.
     argv += ["--max-queue", str(2 * config.admission_limit + 64)]
-    argv += ["--max-events", str(config.admission_limit + 64)]
-    return argv + (["--share"] if args.share else [])
+    return argv + ["--max-events", str(config.admission_limit + 64)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from engine.children import isolate_engine_processes
     from launch.reaper import start_reaper, stop_reaper
-    from launch.ui_process import UiProcess
+    from launch.ui_process import UiGroup
     from server import HttpServers, build_apps
 
     args.model = choose_model(args.model)
@@ -153,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         service.shutdown()
         stop_reaper(reaper)
         return 2
-    ui = UiProcess(
+    ui = UiGroup(
         ui_argv(args, socket_path, config),
+        args.host,
+        args.port,
+        args.ui_workers,
         {"QWEN_DEMO_AUTH": args.auth, "QWEN_DEMO_OPERATOR_KEY": args.operator_key},
+        share=args.share,
     )
     ui.start()
     if args.share and not args.auth:

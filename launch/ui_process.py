@@ -1,14 +1,17 @@
-"""The Gradio UI as a process of its own beside the server, started and stopped with the app
-and started again if it dies while the app runs.
+"""The Gradio UI in processes of its own beside the server: one or more UI workers, and with
+several of them the front that keeps each browser on its worker (`launch.ui_front`). All are
+started and stopped with the app, and started again if one dies while the app runs.
 
-Gradio's work for every open page (the queue, each streamed redraw) then has an interpreter
-of its own instead of sharing one with the engine's front end and the HTTP API.
+Gradio's work for every open page (the queue, each streamed redraw) then has interpreters of
+its own instead of sharing one with the engine's front end and the HTTP API; several workers
+share the pages between them.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,14 +21,34 @@ from engine.children import keep
 
 ROOT = Path(__file__).resolve().parent.parent
 RESTART_PAUSE_S = 2.0
-UNUSABLE = 2  # the UI's exit status when it cannot listen on its port
+UNUSABLE = 2  # a UI process's exit status when it cannot listen on its port
+CORES_PER_WORKER = 4
+MAX_WORKERS = 8
+
+
+def auto_workers(cores: int | None = None) -> int:
+    """UI workers for a machine: one per four cores (the engine needs some), at least one and
+    at most eight; a small machine gets one and no front."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores // CORES_PER_WORKER))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (for a worker behind the front, on loopback)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 class UiProcess:
-    """`python -m ui ...` with the app's settings; secrets travel in its environment."""
+    """`python -m MODULE ...` with the app's settings; secrets travel in its environment."""
 
-    def __init__(self, argv: list[str], secrets: dict[str, str | None]):
-        self.argv = argv
+    def __init__(self, argv: list[str], secrets: dict[str, str | None], module: str = "ui"):
+        self.argv, self.module = argv, module
         self.env = {**os.environ, **{k: v for k, v in secrets.items() if v}}
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -33,14 +56,14 @@ class UiProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "ui", *self.argv], cwd=ROOT, env=self.env
+            [sys.executable, "-u", "-m", self.module, *self.argv], cwd=ROOT, env=self.env
         )
         keep(self.process.pid)
         self.starts += 1
         self._last_start = time.monotonic()
 
     def check(self) -> bool:
-        """Start the UI again if it has exited (not sooner than a pause after the last start);
+        """Start it again if it has exited (not sooner than a pause after the last start);
         False if it cannot run at all (it could not listen on its port)."""
         if self.process is None or self.process.poll() is None:
             return True
@@ -49,20 +72,79 @@ class UiProcess:
         if time.monotonic() - self._last_start < RESTART_PAUSE_S:
             return True
         print(
-            f"[app] the UI process exited with {self.process.returncode}; starting it again",
+            f"[app] the UI process ({self.module}) exited with {self.process.returncode}; "
+            "starting it again",
             flush=True,
         )
         self.start()
         return True
 
-    def stop(self, timeout: float = 8.0) -> None:
-        """SIGTERM (it ends its streams with a message and closes), SIGKILL after `timeout`."""
+    def signal(self, number: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(number)
+
+    def wait(self, deadline: float) -> None:
+        """Until it exits or the deadline passes; then SIGKILL."""
         process = self.process
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=timeout)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+class UiGroup:
+    """The UI's processes: `workers` Gradio workers; with more than one, they listen on
+    loopback ports and the front takes the public port."""
+
+    def __init__(
+        self,
+        worker_argv: list[str],
+        host: str,
+        port: int,
+        workers: int,
+        secrets: dict[str, str | None],
+        share: bool = False,
+    ):
+        self.workers: list[UiProcess] = []
+        self.front: UiProcess | None = None
+        if workers <= 1:
+            place = ["--host", host, "--port", str(port)] + (["--share"] if share else [])
+            self.workers.append(UiProcess(worker_argv + place, secrets))
+            self.worker_urls = [f"http://{_loopback(host)}:{port}"]
+            return
+        self.worker_urls = []
+        for index in range(workers):
+            worker_port = free_port()
+            self.worker_urls.append(f"http://127.0.0.1:{worker_port}")
+            place = ["--host", "127.0.0.1", "--port", str(worker_port), "--quiet"]
+            if share:  # every worker knows the app is shared; the first opens the link
+                place += ["--share"] + (["--share-tunnel", str(port)] if index == 0 else [])
+            self.workers.append(UiProcess(worker_argv + place, secrets))
+        front = ["--host", host, "--port", str(port)]
+        for url in self.worker_urls:
+            front += ["--worker", url]
+        self.front = UiProcess(front, {}, module="launch.ui_front")
+
+    @property
+    def processes(self) -> list[UiProcess]:
+        return self.workers + ([self.front] if self.front else [])
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start()
+
+    def check(self) -> bool:
+        """Restart what died; False if the UI cannot run (its public port is taken)."""
+        return all([process.check() for process in self.processes])
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """SIGTERM to all (the workers end their streams with a message and close, the front
+        relays those last messages), SIGKILL to what is left after `timeout`."""
+        for process in self.processes:
+            process.signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            process.wait(deadline)

@@ -4,9 +4,11 @@
         --users 1,16,64,256 --max-tokens 256 --repeat 2 --out runs/load.json
 
 Each UI user is one Gradio session speaking Gradio's queue protocol as a browser tab does. It
-first opens the page: its first event (the status line's timer tick, `POST
-/gradio_api/run/predict`) makes Gradio set up the session, as a page that has been open a
-moment has; `--cold` leaves that out, so that each chat also pays for a new session. Then all
+first opens the page (`GET /`, keeping the cookies it sets, as a browser does: with several UI
+workers the front's affinity cookie keeps the tab on its worker) and sends its first event (the
+status line's timer tick, `POST /gradio_api/run/predict`), which makes Gradio set up the
+session, as a page that has been open a moment has; `--cold` leaves both out, so that each
+chat also pays for a new session (and, with no cookie, goes where its session hash says). All
 users send their message at once: `POST /gradio_api/queue/join` for the `chat` endpoint, then
 one server-sent-event stream (`GET /gradio_api/queue/data`) with a `process_generating`
 message per update and `process_completed` last. Each API user is one streamed
@@ -31,6 +33,7 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -183,20 +186,33 @@ class Request:
     top_k: int
 
 
-async def open_page(client, target: Target) -> str:
-    """A new browser tab's session: its first event (the status tick) sets it up in Gradio."""
-    session_hash = uuid.uuid4().hex[:11]
+@dataclass(frozen=True)
+class Page:
+    """A browser tab: its Gradio session and the cookies its page load set."""
+
+    session_hash: str
+    headers: dict = field(default_factory=dict)
+
+
+async def open_page(client, target: Target) -> Page:
+    """A new browser tab: the page (its cookies kept for this tab alone), then its first event
+    (the status tick), which sets the session up in Gradio."""
+    page = await client.get(target.ui + "/")
+    cookies = "; ".join(f"{name}={value}" for name, value in page.cookies.items())
+    tab = Page(uuid.uuid4().hex[:11], {"Cookie": cookies} if cookies else {})
     if target.tick_index is not None:
-        body = {"data": [], "fn_index": target.tick_index, "session_hash": session_hash}
-        await client.post(target.ui + target.prefix + "/run/predict", json=body)
-    return session_hash
+        body = {"data": [], "fn_index": target.tick_index, "session_hash": tab.session_hash}
+        url = target.ui + target.prefix + "/run/predict"
+        await client.post(url, json=body, headers=tab.headers)
+    return tab
 
 
 async def ui_user(
-    client, target: Target, question: str, req: Request, start: float, session_hash: str
+    client, target: Target, question: str, req: Request, start: float, tab: Page
 ) -> Session:
     """One browser tab's chat over Gradio's queue protocol."""
     session = Session()
+    session_hash = tab.session_hash
     data = [
         question,
         [],
@@ -215,12 +231,14 @@ async def ui_user(
         "trigger_id": None,
     }
     base = target.ui + target.prefix
-    joined = await client.post(base + "/queue/join", json=body)
+    joined = await client.post(base + "/queue/join", json=body, headers=tab.headers)
     if joined.status_code != 200:
         session.error = f"join HTTP {joined.status_code}: {joined.text[:200]}"
         return session
     params = {"session_hash": session_hash}
-    async with client.stream("GET", base + "/queue/data", params=params) as stream:
+    async with client.stream(
+        "GET", base + "/queue/data", params=params, headers=tab.headers
+    ) as stream:
         if stream.status_code != 200:
             session.error = f"stream HTTP {stream.status_code}"
             return session
@@ -248,7 +266,7 @@ async def ui_user(
 
 
 async def api_user(
-    client, target: Target, question: str, req: Request, start: float, session_hash: str
+    client, target: Target, question: str, req: Request, start: float, tab: Page
 ) -> Session:
     """One streamed chat completion from the OpenAI-compatible API."""
     session = Session()
@@ -300,11 +318,11 @@ async def run_wave(
 ) -> Wave:
     """Start `users` sessions on `path` at once; summarise them."""
     await target.wait_idle(client)
-    pages = [""] * users
+    pages = [Page("")] * users
     if path == "ui" and not cold:
         pages = await asyncio.gather(*(open_page(client, target) for _ in range(users)))
     elif path == "ui":
-        pages = [uuid.uuid4().hex[:11] for _ in range(users)]
+        pages = [Page(uuid.uuid4().hex[:11]) for _ in range(users)]
     before = histogram(await target.metrics(client), TTFT_METRIC)
     user = ui_user if path == "ui" else api_user
     start = time.perf_counter()
@@ -397,7 +415,9 @@ async def run(args: argparse.Namespace) -> list[Wave]:
     for users in args.users:
         for _ in range(args.repeat):
             for path in args.paths:
-                async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+                # Each tab keeps its own cookies (Page.headers): the shared client keeps none.
+                jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+                async with httpx.AsyncClient(limits=limits, timeout=timeout, cookies=jar) as client:
                     wave = await run_wave(client, target, path, users, req, args.timeout, args.cold)
                 waves.append(wave)
                 print(table([wave]).splitlines()[-1], flush=True)

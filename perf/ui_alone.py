@@ -2,14 +2,17 @@
 
     python -m perf.ui_alone --users 64,256 --repeat 2
     python -m perf.ui_alone --users 256 --events 17 --gap 0.15   # 16-token events, GPU pace
+    python -m perf.ui_alone --users 256 --ui-workers 4           # four workers behind the front
 
 The stand-in answers the UI's private API on a Unix socket as the real server does
 (`server.internal`: the status, and each chat as NDJSON reply events) but makes its replies
 up at a fixed pace: `--events` deltas of 16 tokens, `--gap` seconds apart, with no engine
-and no vLLM. `python -m ui` runs as `app.py` starts it; `perf.load` then drives browser-like
-Gradio sessions against it. What the table shows is the cost of the UI process (Gradio, the
-chat handler, the socket client) and of the machine the load runs on, with the engine taken
-out, so that a change to the UI can be measured on any machine in a minute.
+and no vLLM. The UI's processes run as `app.py` starts them (`launch.ui_process.UiGroup`:
+`--ui-workers` Gradio workers, behind the front when more than one); `perf.load` then drives
+browser-like Gradio sessions against them. What the table shows is the cost of the UI's
+processes (Gradio, the chat handler, the socket client, the front) and of the machine the load
+runs on, with the engine taken out, so that a change to the UI can be measured on any machine
+in a minute.
 """
 
 from __future__ import annotations
@@ -74,12 +77,18 @@ def serve_stand_in(socket_path: str, events: int, gap: float) -> None:
     uvicorn.run(stand_in_app(events, gap), uds=socket_path, log_level="warning")
 
 
-def wait_for_page(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for_page(url: str, ui, timeout: float = 120) -> None:
+    """Until every UI worker is up and the page answers at `url`."""
     deadline = time.monotonic() + timeout
+    pending = list(ui.worker_urls)
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the UI process exited with {process.returncode}")
+        for process in ui.processes:
+            if process.process.poll() is not None:
+                raise RuntimeError(f"a UI process exited with {process.process.returncode}")
         try:
+            while pending:
+                with urllib.request.urlopen(pending[0] + "/config", timeout=5):
+                    pending.pop(0)
             with urllib.request.urlopen(url + "/config", timeout=5):
                 return
         except OSError:
@@ -98,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=17, help="reply events per chat")
     parser.add_argument("--gap", type=float, default=0.15, help="seconds between events")
     parser.add_argument("--max-events", type=int, default=1100, help="the UI's --max-events")
+    parser.add_argument("--ui-workers", type=int, default=1, help="Gradio worker processes")
     parser.add_argument("--serve", metavar="SOCKET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -114,14 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         cwd=ROOT,
         env=env,
     )
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "ui", "--socket", socket_path, "--port", str(port)]
-        + ["--max-events", str(args.max_events)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    from launch.ui_process import UiGroup
+
+    worker_argv = ["--socket", socket_path, "--max-events", str(args.max_events)]
+    ui = UiGroup(worker_argv, "127.0.0.1", port, args.ui_workers, {})
+    ui.start()
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_page(url, ui)
@@ -133,13 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         print(load.table(waves), flush=True)
         return 1 if any(w.failures for w in waves) else 0
     finally:
-        for process in (ui, stand_in):
-            process.terminate()
-        for process in (ui, stand_in):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        ui.stop()
+        stand_in.terminate()
+        try:
+            stand_in.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            stand_in.kill()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The UI process: Gradio in front of the server's private socket (app.py starts it).
 
     python -m ui --socket /tmp/qwen3-demo-x/server.sock --port 7860 [--share]
+    python -m ui --socket ... --port 41001 --share --share-tunnel 7860   # a worker behind the front
 
 Logins and the operator key come from the environment (`QWEN_DEMO_AUTH`,
 `QWEN_DEMO_OPERATOR_KEY`), never the command line, which other users can read. On SIGINT or
@@ -33,7 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--socket", required=True, help="the server's private socket")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true")
+    parser.add_argument("--share", action="store_true", help="the app is shared (a public link)")
+    parser.add_argument(
+        "--share-tunnel",
+        type=int,
+        metavar="PORT",
+        help="open the public link to this port (the front's) instead of this process's own",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="say nothing of where it listens (behind the front)"
+    )
     parser.add_argument("--api-port", type=int, default=0, help="for the status line")
     parser.add_argument("--max-new-tokens-cap", type=int, default=2048)
     parser.add_argument("--max-queue", type=int, default=4096, help="Gradio's queue size")
@@ -80,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.launch(
             server_name=args.host,
             server_port=args.port,
-            share=args.share,
+            share=args.share and args.share_tunnel is None,
             auth=tuple(auth.split(":", 1)) if auth else None,
             max_file_size="4mb",
             allowed_paths=[],
@@ -88,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             footer_links=["api", "gradio"],
             css=CSS,
             prevent_thread_lock=True,
+            quiet=args.quiet,
             max_threads=max(40, args.max_events),
         )
     except OSError as err:
         print(f"[ui] error: {err}", file=sys.stderr, flush=True)
         return 2
+    if args.share and args.share_tunnel:
+        open_share_link(demo, args.share_tunnel)
     while not stop.wait(0.5):
         pass
     backend.stopping.set()  # replies in flight end with the shutdown message at their next chunk
@@ -102,6 +115,27 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(0.2)  # the last messages reach the browsers
     demo.close(verbose=False)
     return 0
+
+
+def open_share_link(demo, port: int) -> str | None:
+    """Gradio's public link to `port` on this machine (the front's, which serves every worker);
+    None, saying why, where it cannot be opened (offline, say): the app serves locally."""
+    from gradio import networking
+
+    try:
+        url = networking.setup_tunnel(
+            local_host="127.0.0.1",
+            local_port=port,
+            share_token=demo.share_token,
+            share_server_address=None,
+            share_server_tls_certificate=None,
+        )
+    except Exception as err:  # noqa: BLE001  (any failure: no link, the app serves on)
+        print(f"[ui] could not create a share link ({err}); serving locally", flush=True)
+        return None
+    url = "https://" + url.split("://", 1)[-1]
+    print(f"* Running on public URL: {url}", flush=True)
+    return url
 
 
 if __name__ == "__main__":
