@@ -103,16 +103,22 @@ def start(args, log: Path) -> tuple[subprocess.Popen, str, str | None]:
 
 
 def server_processes(server: subprocess.Popen) -> dict[str, int]:
-    """The pids worth sampling: the server itself and (app only) its UI process."""
+    """The pids worth sampling: the server itself and (app only) its UI processes: each
+    Gradio worker (`ui`, `ui-1`, ...) and the front that shares the pages between them."""
     import psutil
 
     found = {"server": server.pid}
+    workers = 0
     for child in psutil.Process(server.pid).children():
         try:
-            if "ui" in child.cmdline()[1:4] and "-m" in child.cmdline():
-                found["ui"] = child.pid
+            line = child.cmdline()
         except psutil.Error:
             continue
+        if "launch.ui_front" in line:
+            found["front"] = child.pid
+        elif "ui" in line[1:4] and "-m" in line:
+            found["ui" if not workers else f"ui-{workers}"] = child.pid
+            workers += 1
     return found
 
 

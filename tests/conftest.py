@@ -296,8 +296,9 @@ def stop_app(app: RunningApp, timeout: float = 90) -> int:
 
 @pytest.fixture(scope="session")
 def app(tmp_path_factory, questions, tiny_model_dir) -> RunningApp:
-    """The app as a user runs it, engine warm; shared by HTTP, client, browser and load tests."""
-    running = launch_app(tmp_path_factory.mktemp("app"))
+    """The app as a user runs it, engine warm; shared by HTTP, client, browser and load tests.
+    Its UI runs as on a larger machine: two Gradio workers behind the front."""
+    running = launch_app(tmp_path_factory.mktemp("app"), "--ui-workers", "2")
     wait_ready(running)
     yield running
     stop_app(running)

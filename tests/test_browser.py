@@ -10,7 +10,9 @@ Journeys over the session's app (real vLLM on the CPU, tiny-random weights):
 * thinking: the Benchmark tab's Thinking control changes the prompt (4 more tokens a question
   with thinking off) and the summary says which prompt was used;
 * stop: the Stop button on a long reply aborts the request inside the engine (its `/stats`
-  shows nothing unfinished), and the page keeps working for the next message.
+  shows nothing unfinished), and the page keeps working for the next message;
+* two visitors: the app's two UI workers behind the front each serve one of two browsers, whose
+  replies stream at the same time (every journey above also goes through the front).
 
 And over an app started as a newcomer offline (no --model, no question set on disk): it serves
 tiny-random and says so; Run benchmark explains in the tab why the official set is missing and
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from launch.ui_front import COOKIE as WORKER_COOKIE
 from tests.conftest import launch_app, stop_app, wait_ready
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -280,6 +283,31 @@ def test_stop_aborts_the_request_in_the_engine(page, app):
     expect(stats_lines(page)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
     assert bot_messages(page).count() > replies
     expect(page.locator("#chatbot [data-testid='user']").last).to_contain_text("Hi again")
+    assert app.wait_idle()["unfinished"] == 0
+
+
+def test_two_visitors_are_served_by_two_ui_workers_at_once(browser, app):
+    """The session's app runs two UI workers behind the front: two people (two browsers, so
+    two cookie jars) land on different workers, both replies stream at the same time, and each
+    page keeps working through its own worker (a second message in the same conversation)."""
+    with app_page(browser, app) as first, app_page(browser, app) as second:
+        workers = set()
+        for tab in (first, second):
+            cookies = {c["name"]: c["value"] for c in tab.context.cookies()}
+            workers.add(cookies.get(WORKER_COOKIE))
+            open_settings(tab)
+            set_number(tab, "Max new tokens", 120)
+            observe(tab, "reply", "#chatbot", ANSWERS)
+        assert workers == {"0", "1"}, f"both visitors on one worker: {workers}"
+        send(first, "What is a warp?")
+        send(second, "What is shared memory?")
+        for tab in (first, second):
+            expect(stats_lines(tab)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+            assert len({len(t) for t in seen(tab, "reply") if t.strip()}) >= 2, "no streaming"
+        set_number(second, "Max new tokens", 8)
+        send(second, "And a bank conflict?")
+        expect(stats_lines(second)).to_have_count(2, timeout=REPLY_TIMEOUT_MS)
+        expect(second.locator("#chatbot [data-testid='user']")).to_have_count(2)
     assert app.wait_idle()["unfinished"] == 0
 
 

@@ -106,9 +106,11 @@ def start(target, *args) -> tuple[threading.Thread, list, threading.Event]:
 
 @pytest.mark.timeout(600)
 def test_ctrl_c_to_the_group_ends_streams_and_the_benchmark_clearly(tmp_path):
+    """With the UI as larger machines run it (two workers behind the front), so that the
+    shutdown message crosses the front too."""
     from gradio_client import Client
 
-    app = started(tmp_path)
+    app = started(tmp_path, "--ui-workers", "2")
     chat, chat_events, _ = start(ui_chat, app, "Tell me a long story.", 900)
     api, api_events, _ = start(api_stream, app)
     client = Client(app.ui_url, verbose=False)

@@ -139,12 +139,39 @@ def test_a_client_without_cookies_stays_with_its_session(front):
 
 
 def test_session_of_reads_query_path_and_body():
-    assert session_of("/gradio_api/queue/data", b"session_hash=h1&x=2", None) == "h1"
-    assert session_of("/gradio_api/heartbeat/h2", b"", None) == "h2"
-    assert session_of("/gradio_api/queue/join", b"", b'{"session_hash": "h3"}') == "h3"
-    assert session_of("/gradio_api/queue/join", b"", b"not json") is None
-    assert session_of("/gradio_api/queue/join", b"", b'{"session_hash": 7}') is None
-    assert session_of("/", b"", None) is None
+    assert session_of("/gradio_api/queue/data", "session_hash=h1&x=2", None) == "h1"
+    assert session_of("/gradio_api/heartbeat/h2", "", None) == "h2"
+    assert session_of("/gradio_api/queue/join", "", b'{"session_hash": "h3"}') == "h3"
+    assert session_of("/gradio_api/queue/join", "", b"not json") is None
+    assert session_of("/gradio_api/queue/join", "", b'{"session_hash": 7}') is None
+    assert session_of("/", "", None) is None
+
+
+def test_requests_on_one_connection_are_routed_one_by_one(front):
+    """A proxy in front (the share link's tunnel) may carry several people's requests over
+    one connection: each goes to its own worker, and the connection stays usable."""
+    with httpx.Client(base_url=front) as shared:
+        names = [
+            shared.get("/config", headers={"Cookie": f"{COOKIE}={k}"}).json()["worker"]
+            for k in (0, 1, 1, 0, 1)
+        ]
+        assert names == ["w0", "w1", "w1", "w0", "w1"]
+        head = shared.head("/x", headers={"Cookie": f"{COOKIE}=1"})  # no body follows a HEAD
+        assert head.status_code == 200
+        again = shared.get("/y", headers={"Cookie": f"{COOKIE}=0"})
+        assert again.json() == {**again.json(), "worker": "w0", "path": "/y"}
+
+
+def test_a_chunked_request_body_arrives_whole(front):
+    def pieces():
+        for i in range(50):
+            yield bytes([i]) * 1000
+
+    cookie = {"Cookie": f"{COOKIE}=1"}
+    answer = httpx.post(front + "/upload", content=pieces(), headers=cookie)
+    expected = b"".join(pieces())
+    assert answer.json()["body_bytes"] == len(expected)
+    assert answer.json()["body_crc"] == zlib.crc32(expected)
 
 
 def test_events_stream_through_as_they_come_and_a_closed_tab_closes_the_worker_stream(
