@@ -27,8 +27,12 @@ _kept: set[int] = set()
 
 
 def isolate_engine_processes() -> str | None:
-    """Start every process that multiprocessing spawns from now on (vLLM's engine processes)
-    in a process group of its own; returns the launcher used (None where it cannot be)."""
+    """Start every process that multiprocessing starts from now on (vLLM's engine processes)
+    in a process group of its own, however it starts them: vLLM forks its engine core where
+    CUDA is not initialized yet (the app's own process, on a GPU) and spawns it elsewhere (its
+    CPU build, and every process it starts with `spawn`). Returns the launcher that spawned
+    processes start through (None where a shebang line cannot carry the interpreter's path)."""
+    os.register_at_fork(after_in_child=_own_group)
     python = sys.executable
     if len(python) > 200 or " " in python:  # a shebang line cannot carry it
         return None
@@ -49,6 +53,15 @@ def isolate_engine_processes() -> str | None:
         staged.replace(launcher)
     multiprocessing.set_executable(str(launcher))
     return str(launcher)
+
+
+def _own_group() -> None:
+    """In a child just forked by Python (`os.fork`: multiprocessing's fork start method, never
+    `subprocess`, whose children keep the app's group and hear the terminal): a group of its own."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
 
 
 def keep(pid: int) -> None:

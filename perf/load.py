@@ -12,15 +12,19 @@ chat also pays for a new session (and, with no cookie, goes where its session ha
 users send their message at once: `POST /gradio_api/queue/join` for the `chat` endpoint, then
 one server-sent-event stream (`GET /gradio_api/queue/data`) with a `process_generating`
 message per update and `process_completed` last. Each API user is one streamed
-`POST /v1/chat/completions` with the same messages and sampling. All users of a wave start at
-once on one `httpx.AsyncClient` (a new one per wave: no connection outlives its wave); waves
-alternate UI and API on the same engine, one after another, each once the engine is idle.
+`POST /v1/chat/completions` with the same messages and sampling. Every user has an
+`httpx.AsyncClient` of its own (its connections and cookies, as each browser has: one client
+shared by hundreds of streams spends seconds in its own connection pool and measures itself),
+made before the wave and closed after it; all users of a wave start at once; waves alternate UI
+and API on the same engine, one after another, each once the engine is idle.
 
 Per wave: seconds from the start to each session's first and last chunk (p50, p95, max), the
 engine's own time to first token over the wave (vLLM's `vllm:time_to_first_token_seconds`
-histogram from `/metrics`, before and after), the chunks per session and every failure (an HTTP
-error, an error event, a stream without text, a timeout). `gradio_client` is not used: with
-several jobs per client it adds seconds of its own under concurrency.
+histogram from `/metrics`, before and after), for UI sessions when Gradio began their handler
+(its `process_starts` message: the time the queue and the front took), the chunks per session
+and every failure (an HTTP error, an error event, a stream without text, a timeout).
+`gradio_client` is not used: with several jobs per client it adds seconds of its own under
+concurrency.
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ import argparse
 import asyncio
 import json
 import re
+import ssl
 import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -53,6 +57,7 @@ class Session:
 
     first_s: float | None = None
     last_s: float | None = None
+    started_s: float | None = None  # UI only: Gradio's `process_starts` (the handler began)
     chunks: int = 0
     text_chars: int = 0
     error: str | None = None
@@ -72,6 +77,8 @@ class Wave:
     last_max_s: float | None
     engine_ttft_p50_s: float | None
     engine_ttft_p95_s: float | None
+    started_p50_s: float | None  # UI: when Gradio began the handler (its queue's share)
+    started_p95_s: float | None
     chunks_min: int
     chunks_mean: float
     failures: int
@@ -186,32 +193,36 @@ class Request:
     top_k: int
 
 
-@dataclass(frozen=True)
-class Page:
-    """A browser tab: its Gradio session and the cookies its page load set."""
+class Tab:
+    """One user: a browser tab (or one API client) with connections and cookies of its own,
+    as every browser has; its Gradio session, once its page is open."""
 
-    session_hash: str
-    headers: dict = field(default_factory=dict)
+    def __init__(self, timeout: httpx.Timeout):
+        # A client of its own per user: one client shared by hundreds of streams spends most
+        # of its time in its connection pool (a scan of every connection per request) and
+        # delays every user by seconds. The SSL context is shared: building one is costly.
+        self.client = httpx.AsyncClient(timeout=timeout, verify=_SSL)
+        self.session_hash = uuid.uuid4().hex[:11]
+
+    async def open_page(self, target: Target) -> None:
+        """The page (its cookies kept, as a browser does: with several UI workers the front's
+        affinity cookie keeps the tab on its worker), then its first event (the status tick),
+        which sets the session up in Gradio."""
+        await self.client.get(target.ui + "/")
+        if target.tick_index is not None:
+            body = {"data": [], "fn_index": target.tick_index, "session_hash": self.session_hash}
+            await self.client.post(target.ui + target.prefix + "/run/predict", json=body)
+
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
-async def open_page(client, target: Target) -> Page:
-    """A new browser tab: the page (its cookies kept for this tab alone), then its first event
-    (the status tick), which sets the session up in Gradio."""
-    page = await client.get(target.ui + "/")
-    cookies = "; ".join(f"{name}={value}" for name, value in page.cookies.items())
-    tab = Page(uuid.uuid4().hex[:11], {"Cookie": cookies} if cookies else {})
-    if target.tick_index is not None:
-        body = {"data": [], "fn_index": target.tick_index, "session_hash": tab.session_hash}
-        url = target.ui + target.prefix + "/run/predict"
-        await client.post(url, json=body, headers=tab.headers)
-    return tab
+_SSL = ssl.create_default_context()
 
 
-async def ui_user(
-    client, target: Target, question: str, req: Request, start: float, tab: Page
-) -> Session:
+async def ui_user(target: Target, question: str, req: Request, start: float, tab: Tab) -> Session:
     """One browser tab's chat over Gradio's queue protocol."""
-    session = Session()
+    session, client = Session(), tab.client
     session_hash = tab.session_hash
     data = [
         question,
@@ -231,14 +242,12 @@ async def ui_user(
         "trigger_id": None,
     }
     base = target.ui + target.prefix
-    joined = await client.post(base + "/queue/join", json=body, headers=tab.headers)
+    joined = await client.post(base + "/queue/join", json=body)
     if joined.status_code != 200:
         session.error = f"join HTTP {joined.status_code}: {joined.text[:200]}"
         return session
     params = {"session_hash": session_hash}
-    async with client.stream(
-        "GET", base + "/queue/data", params=params, headers=tab.headers
-    ) as stream:
+    async with client.stream("GET", base + "/queue/data", params=params) as stream:
         if stream.status_code != 200:
             session.error = f"stream HTTP {stream.status_code}"
             return session
@@ -248,6 +257,8 @@ async def ui_user(
             message = json.loads(line[5:])
             kind = message.get("msg")
             now = time.perf_counter() - start
+            if kind == "process_starts" and session.started_s is None:
+                session.started_s = now
             if kind == "process_generating":
                 session.chunks += 1
                 session.first_s = session.first_s if session.first_s is not None else now
@@ -265,11 +276,9 @@ async def ui_user(
     return session
 
 
-async def api_user(
-    client, target: Target, question: str, req: Request, start: float, tab: Page
-) -> Session:
+async def api_user(target: Target, question: str, req: Request, start: float, tab: Tab) -> Session:
     """One streamed chat completion from the OpenAI-compatible API."""
-    session = Session()
+    session, client = Session(), tab.client
     body = {
         "model": target.model,
         "messages": [
@@ -316,38 +325,44 @@ async def api_user(
 async def run_wave(
     client, target: Target, path: str, users: int, req: Request, timeout: float, cold: bool
 ) -> Wave:
-    """Start `users` sessions on `path` at once; summarise them."""
+    """Start `users` sessions on `path` at once, each from a client of its own (`client` only
+    watches the engine); summarise them."""
     await target.wait_idle(client)
-    pages = [Page("")] * users
-    if path == "ui" and not cold:
-        pages = await asyncio.gather(*(open_page(client, target) for _ in range(users)))
-    elif path == "ui":
-        pages = [Page(uuid.uuid4().hex[:11]) for _ in range(users)]
-    before = histogram(await target.metrics(client), TTFT_METRIC)
+    tabs = [Tab(httpx.Timeout(timeout, connect=30)) for _ in range(users)]
+    try:
+        if path == "ui" and not cold:
+            await asyncio.gather(*(tab.open_page(target) for tab in tabs))
+        before = histogram(await target.metrics(client), TTFT_METRIC)
+        sessions, wall = await _sessions(target, path, req, timeout, tabs)
+    finally:
+        await asyncio.gather(*(tab.close() for tab in tabs))
+    after = histogram(await target.metrics(client), TTFT_METRIC)
+    return summarise(path, users, sessions, before, after, wall)
+
+
+async def _sessions(target, path, req, timeout, tabs) -> tuple[list[Session], float]:
+    """Every tab's session started at once; (the sessions, the wave's wall seconds)."""
     user = ui_user if path == "ui" else api_user
     start = time.perf_counter()
 
     async def bounded(i: int) -> Session:
         question = f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"
         try:
-            return await asyncio.wait_for(
-                user(client, target, question, req, start, pages[i]), timeout
-            )
+            return await asyncio.wait_for(user(target, question, req, start, tabs[i]), timeout)
         except TimeoutError:
             return Session(error=f"no end within {timeout:.0f} s")
         except (httpx.HTTPError, ValueError) as err:
             return Session(error=f"{type(err).__name__}: {err}")
 
-    sessions = await asyncio.gather(*(bounded(i) for i in range(users)))
-    wall = time.perf_counter() - start
-    after = histogram(await target.metrics(client), TTFT_METRIC)
-    return summarise(path, users, sessions, before, after, wall)
+    sessions = await asyncio.gather(*(bounded(i) for i in range(len(tabs))))
+    return sessions, time.perf_counter() - start
 
 
 def summarise(path, users, sessions: list[Session], before, after, wall) -> Wave:
     """A Wave from its sessions; a session with no text or with an error is a failure."""
     failed = [s for s in sessions if s.error or not s.chunks]
     firsts = [s.first_s for s in sessions if s.first_s is not None]
+    starts = [s.started_s for s in sessions if s.started_s is not None]
     lasts = [s.last_s for s in sessions if s.last_s is not None]
     chunks = [s.chunks for s in sessions]
     errors = sorted({s.error or "no text streamed" for s in failed})
@@ -362,6 +377,8 @@ def summarise(path, users, sessions: list[Session], before, after, wall) -> Wave
         _round(max(lasts, default=None)),
         _round(histogram_quantile(before, after, 0.50)),
         _round(histogram_quantile(before, after, 0.95)),
+        _round(percentile(starts, 50)),
+        _round(percentile(starts, 95)),
         min(chunks, default=0),
         round(sum(chunks) / max(len(chunks), 1), 1),
         len(failed),
@@ -382,14 +399,15 @@ def table(waves: list[Wave]) -> str:
 
     lines = [
         "| users | path | first p50 / p95 / max s | last p50 / p95 / max s "
-        "| engine TTFT p50 / p95 s | chunks min / mean | failures |",
-        "|---|---|---|---|---|---|---|",
+        "| engine TTFT p50 / p95 s | UI handler began p50 / p95 s | chunks min / mean | failures |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for w in waves:
         lines.append(
             f"| {w.users} | {w.path} | {cell(w.first_p50_s)} / {cell(w.first_p95_s)} / "
             f"{cell(w.first_max_s)} | {cell(w.last_p50_s)} / {cell(w.last_p95_s)} / "
             f"{cell(w.last_max_s)} | {cell(w.engine_ttft_p50_s)} / {cell(w.engine_ttft_p95_s)} "
+            f"| {cell(w.started_p50_s)} / {cell(w.started_p95_s)} "
             f"| {w.chunks_min} / {w.chunks_mean} | {w.failures}"
             + (f" ({w.errors[0][:60]})" if w.errors else "")
             + " |"
@@ -401,13 +419,6 @@ async def run(args: argparse.Namespace) -> list[Wave]:
     """Every wave the flags ask for, in order: per user count, the paths alternating."""
     target = Target(args.ui, args.api, args.api_token, args.model)
     req = Request(args.max_tokens, args.thinking, args.temperature, args.top_p, args.top_k)
-    biggest = max(args.users)
-    # Connections idle past the servers' keep-alive (uvicorn: 5 s) are not reused.
-    limits = httpx.Limits(
-        max_connections=2 * biggest + 16,
-        max_keepalive_connections=2 * biggest,
-        keepalive_expiry=2.0,
-    )
     timeout = httpx.Timeout(args.timeout, connect=30)
     waves: list[Wave] = []
     async with httpx.AsyncClient(timeout=timeout) as client:
@@ -415,9 +426,7 @@ async def run(args: argparse.Namespace) -> list[Wave]:
     for users in args.users:
         for _ in range(args.repeat):
             for path in args.paths:
-                # Each tab keeps its own cookies (Page.headers): the shared client keeps none.
-                jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-                async with httpx.AsyncClient(limits=limits, timeout=timeout, cookies=jar) as client:
+                async with httpx.AsyncClient(timeout=timeout) as client:
                     wave = await run_wave(client, target, path, users, req, args.timeout, args.cold)
                 waves.append(wave)
                 print(table([wave]).splitlines()[-1], flush=True)

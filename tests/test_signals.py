@@ -104,6 +104,53 @@ def start(target, *args) -> tuple[threading.Thread, list, threading.Event]:
     return thread, events, ready
 
 
+GROUPS_SCRIPT = """
+import json, multiprocessing, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from engine.children import isolate_engine_processes
+
+
+def group(queue):
+    queue.put(os.getpgid(0))
+
+
+if __name__ == "__main__":
+    isolate_engine_processes()
+    seen = {"app": os.getpgid(0)}
+    for method in ("fork", "spawn"):
+        context = multiprocessing.get_context(method)
+        queue = context.Queue()
+        child = context.Process(target=group, args=(queue,))
+        child.start()
+        seen[method] = queue.get(timeout=120)
+        child.join()
+    line = [sys.executable, "-c", "import os; print(os.getpgid(0))"]
+    seen["subprocess"] = int(subprocess.run(line, capture_output=True, text=True).stdout)
+    print(json.dumps(seen))
+"""
+
+
+def test_engine_processes_leave_the_group_however_multiprocessing_starts_them(tmp_path):
+    """vLLM forks its engine core on a GPU (CUDA not yet initialized in the app) and spawns it
+    on the CPU build: either way it must not hear the terminal's Ctrl-C (a group of its own),
+    while processes the app starts with `subprocess` (the UI, the reaper) stay in its group."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = tmp_path / "groups.py"
+    script.write_text(GROUPS_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(ROOT)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["fork"] != seen["app"], seen
+    assert seen["spawn"] != seen["app"], seen
+    assert seen["subprocess"] == seen["app"], seen
+
+
 @pytest.mark.timeout(600)
 def test_ctrl_c_to_the_group_ends_streams_and_the_benchmark_clearly(tmp_path):
     """With the UI as larger machines run it (two workers behind the front), so that the
