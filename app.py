@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # vLLM's processes in a process group of their own: a terminal's Ctrl-C reaches this
     # process, which stops them in order (engine.children says why).
-    isolate_engine_processes()
+    isolate_engine_processes(nice=config.engine_nice)
     reaper = start_reaper()  # ends the engine's processes should this one be killed outright
     service = EngineService(config, auto_restart=not args.no_auto_restart)
     public, private = build_apps(

@@ -24,27 +24,33 @@ import threading
 from pathlib import Path
 
 _kept: set[int] = set()
+_nice = 0  # what forked children add to their nice value (isolate_engine_processes)
 
 
-def isolate_engine_processes() -> str | None:
+def isolate_engine_processes(nice: int = 0) -> str | None:
     """Start every process that multiprocessing starts from now on (vLLM's engine processes)
     in a process group of its own, however it starts them: vLLM forks its engine core where
     CUDA is not initialized yet (the app's own process, on a GPU) and spawns it elsewhere (its
-    CPU build, and every process it starts with `spawn`). Returns the launcher that spawned
-    processes start through (None where a shebang line cannot carry the interpreter's path)."""
+    CPU build, and every process it starts with `spawn`). `nice` above 0 lowers their
+    scheduling priority by that much, every thread of theirs included (`EngineConfig.engine_nice`).
+    Returns the launcher that spawned processes start through (None where a shebang line cannot
+    carry the interpreter's path)."""
+    global _nice
+    _nice = nice
     os.register_at_fork(after_in_child=_own_group)
     python = sys.executable
     if len(python) > 200 or " " in python:  # a shebang line cannot carry it
         return None
     folder = Path(tempfile.gettempdir()) / f"qwen3-demo-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
-    digest = hashlib.sha256(python.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{python} {nice}".encode()).hexdigest()[:12]
     launcher = folder / f"python-own-group-{digest}"
     text = (
         f"#!{python} -S\n"
         "import os, sys\n"
         "os.setpgid(0, 0)\n"
-        f"os.execv({python!r}, [{python!r}, *sys.argv[1:]])\n"
+        + (f"os.nice({nice})\n" if nice else "")
+        + f"os.execv({python!r}, [{python!r}, *sys.argv[1:]])\n"
     )
     if not launcher.is_file() or launcher.read_text() != text:
         staged = launcher.with_suffix(f".{os.getpid()}")
@@ -57,11 +63,14 @@ def isolate_engine_processes() -> str | None:
 
 def _own_group() -> None:
     """In a child just forked by Python (`os.fork`: multiprocessing's fork start method, never
-    `subprocess`, whose children keep the app's group and hear the terminal): a group of its own."""
+    `subprocess`, whose children keep the app's group and hear the terminal): a group of its
+    own, and the engine's priority."""
     try:
         os.setpgid(0, 0)
     except OSError:
         pass
+    if _nice:
+        os.nice(_nice)
 
 
 def keep(pid: int) -> None:

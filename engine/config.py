@@ -48,6 +48,10 @@ class EngineConfig:
     block_size: int | None = None
     disable_log_stats: bool = False
     cpu_kvcache_gib: int = 1
+    # Scheduling priority (nice) of vLLM's processes: on vLLM's CPU build the engine's threads
+    # take every core they can get, so above 0 the web processes (the HTTP API, the UI) come
+    # first when both want a core and the engine takes the rest.
+    engine_nice: int = 0
     # Start-up warm-up: a greedy batch of `warmup_batch` requests (the benchmark's shape) of
     # `warmup_tokens` each, then sampled batches of every size class users can make.
     warmup_batch: int = BENCH_BATCH
@@ -99,6 +103,8 @@ class EngineConfig:
             raise ValueError(
                 f"max_queued_requests must be at least 1, got {self.max_queued_requests}"
             )
+        if not 0 <= self.engine_nice <= 19:
+            raise ValueError(f"engine_nice must be within 0..19, got {self.engine_nice}")
         if self.warmup_batch < 0:
             raise ValueError("warmup_batch must be 0 (no warm-up) or more")
         if self.load_format not in ("auto", "dummy", "safetensors", "pt"):

@@ -35,6 +35,8 @@ HELP = {
     "max_new_tokens_cap": "most new tokens a chat reply or /predict answer may ask for",
     "max_batch": "most prompts in one /predict list",
     "warmup_batch": "requests in the start-up warm-up's benchmark-shaped batch (0: none)",
+    "engine_nice": "lower the scheduling priority of vLLM's processes by this much (0-19), so "
+    "that the web processes come first on a busy CPU (the cpu profile: 5)",
 }
 
 

@@ -256,6 +256,7 @@ def stop(server: subprocess.Popen, log: Path, how: str, gpu_before: list[int]) -
     import psutil
 
     children = psutil.Process(server.pid).children(recursive=True)
+    logged_before = log.stat().st_size
     began = time.monotonic()
     if how == "kill9":
         os.kill(server.pid, signal.SIGKILL)
@@ -276,7 +277,9 @@ def stop(server: subprocess.Popen, log: Path, how: str, gpu_before: list[int]) -
         time.sleep(0.25)
     _, alive = psutil.wait_procs(children, timeout=10)
     text = log.read_text(errors="replace")
-    tail = text[text.rfind("shutting down") :] if "shutting down" in text else text[-20000:]
+    with log.open("rb") as file:
+        file.seek(logged_before)
+        tail = file.read().decode(errors="replace")  # what was logged after the signal
     return {
         "how": how,
         "exit": code,

@@ -1,4 +1,4 @@
-"""The UI process alone under chat load: the real Gradio UI in front of a stand-in server.
+"""The UI alone under chat load: the real Gradio UI workers in front of a stand-in server.
 
     python -m perf.ui_alone --users 64,256 --repeat 2
     python -m perf.ui_alone --users 256 --events 17 --gap 0.15   # 16-token events, GPU pace

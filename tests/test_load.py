@@ -19,6 +19,7 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -274,4 +275,66 @@ def test_the_load_tool_drives_browser_sessions_and_api_streams_side_by_side(app)
         assert wave.chunks_min > 1, f"{wave.path}: a session got its reply in one piece"
         assert wave.first_p95_s is not None and wave.first_p95_s <= wave.last_max_s
         assert wave.engine_ttft_p50_s is not None, f"{wave.path}: no TTFT from /metrics"
+    assert app.wait_idle()["unfinished"] == 0
+
+
+def _thread_nices(pid: int) -> set[int]:
+    """The nice value of every thread of a process (Linux: /proc/PID/task/TID/stat)."""
+    nices = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        nices.add(int(fields[16]))  # field 19 of stat; 17th after the command's ")"
+    return nices
+
+
+def test_the_engine_yields_the_cpu_to_the_web_processes(app):
+    """vLLM's processes run `engine_nice` lower in priority than the app and its UI workers,
+    every thread of theirs (the cpu profile: 5, so that on a busy CPU the pages and the APIs
+    come first and the engine takes the rest; a GPU profile: 0)."""
+    import psutil
+
+    from engine.profiles import make_config
+    from tests.conftest import TEST_PROFILE
+
+    expected = make_config(TEST_PROFILE).engine_nice
+    root = psutil.Process(app.process.pid)
+    base = root.nice()
+    children = root.children(recursive=True)
+    engine = [p for p in children if p.name().startswith("VLLM::")]
+    lines = {p.pid: " ".join(p.cmdline()) for p in children}
+    web = [p for p in children if "-m ui " in lines[p.pid] or "launch.ui_front" in lines[p.pid]]
+    assert engine and len(web) == 3, [p.cmdline() for p in children]  # two workers, the front
+    for process in engine:
+        assert _thread_nices(process.pid) == {base + expected}, process.name()
+    for process in web:
+        assert _thread_nices(process.pid) == {base}, process.cmdline()
+    assert _thread_nices(root.pid) == {base}
+
+
+@pytest.mark.timeout(900)
+def test_128_browser_sessions_get_their_first_chunk_about_as_soon_as_api_streams(app):
+    """Many users at once on the CPU: 128 browser-like Gradio sessions of 8 tokens against the
+    UI as the shared app runs it (two workers behind the front), and 128 streams on /v1 on the
+    same engine, two waves each, alternating. The UI's first-chunk p95 (median of its waves)
+    stays within 1.5x the API's: the pages keep up with the engine, which is the limit here."""
+    import asyncio
+    import statistics
+
+    from perf import load
+
+    assert app.wait_idle()["unfinished"] == 0
+    argv = ["--ui", app.ui_url, "--api", app.api_url, "--users", "128", "--repeat", "2"]
+    argv += ["--max-tokens", "8", "--paths", "ui,api", "--timeout", "300"]
+    waves = asyncio.run(load.run(load.parse_args(argv)))
+    print("\n" + load.table(waves))
+    for wave in waves:
+        assert wave.failures == 0, f"{wave.path}: {wave.errors[:3]}"
+    p95 = {
+        path: statistics.median(w.first_p95_s for w in waves if w.path == path)
+        for path in ("ui", "api")
+    }
+    assert p95["ui"] <= 1.5 * p95["api"], p95
     assert app.wait_idle()["unfinished"] == 0

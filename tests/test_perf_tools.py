@@ -197,6 +197,7 @@ def test_the_ui_alone_streams_every_session_from_a_stand_in_server():
     heads = [line for line in lines if line.startswith("| users |")]
     assert rows and heads, done.stdout
     names = [cell.strip() for cell in heads[-1].strip("|").split("|")]
-    cells = dict(zip(names, (cell.strip() for cell in rows[-1].strip("|").split("|"))))
+    values = [cell.strip() for cell in rows[-1].strip("|").split("|")]
+    cells = dict(zip(names, values, strict=True))
     chunks_min = int(cells["chunks min / mean"].split("/")[0])
     assert cells["failures"] == "0" and chunks_min >= 2, rows[-1]  # no failure; in pieces

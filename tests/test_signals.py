@@ -111,12 +111,18 @@ from engine.children import isolate_engine_processes
 
 
 def group(queue):
-    queue.put(os.getpgid(0))
+    import threading
+
+    niced = []
+    thread = threading.Thread(target=lambda: niced.append(os.nice(0)))
+    thread.start()
+    thread.join()
+    queue.put([os.getpgid(0), os.nice(0), niced[0]])
 
 
 if __name__ == "__main__":
-    isolate_engine_processes()
-    seen = {"app": os.getpgid(0)}
+    isolate_engine_processes(nice=3)
+    seen = {"app": [os.getpgid(0), os.nice(0), os.nice(0)]}
     for method in ("fork", "spawn"):
         context = multiprocessing.get_context(method)
         queue = context.Queue()
@@ -124,16 +130,18 @@ if __name__ == "__main__":
         child.start()
         seen[method] = queue.get(timeout=120)
         child.join()
-    line = [sys.executable, "-c", "import os; print(os.getpgid(0))"]
-    seen["subprocess"] = int(subprocess.run(line, capture_output=True, text=True).stdout)
+    line = [sys.executable, "-c", "import os; print(os.getpgid(0), os.nice(0))"]
+    out = subprocess.run(line, capture_output=True, text=True).stdout.split()
+    seen["subprocess"] = [int(out[0]), int(out[1]), int(out[1])]
     print(json.dumps(seen))
 """
 
 
 def test_engine_processes_leave_the_group_however_multiprocessing_starts_them(tmp_path):
     """vLLM forks its engine core on a GPU (CUDA not yet initialized in the app) and spawns it
-    on the CPU build: either way it must not hear the terminal's Ctrl-C (a group of its own),
-    while processes the app starts with `subprocess` (the UI, the reaper) stay in its group."""
+    on the CPU build: either way it must not hear the terminal's Ctrl-C (a group of its own)
+    and runs at the engine's priority (`engine_nice`, every thread), while processes the app
+    starts with `subprocess` (the UI, the reaper) stay in its group at its priority."""
     import subprocess
     import sys
 
@@ -146,9 +154,10 @@ def test_engine_processes_leave_the_group_however_multiprocessing_starts_them(tm
     )
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["fork"] != seen["app"], seen
-    assert seen["spawn"] != seen["app"], seen
-    assert seen["subprocess"] == seen["app"], seen
+    group, nice, _ = seen["app"]
+    for method in ("fork", "spawn"):  # a group of their own, every thread 3 lower in priority
+        assert seen[method][0] != group and seen[method][1:] == [nice + 3, nice + 3], seen
+    assert seen["subprocess"] == seen["app"], seen  # the UI and the reaper: as the app
 
 
 @pytest.mark.timeout(600)

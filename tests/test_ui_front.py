@@ -229,3 +229,21 @@ def test_a_worker_that_is_down_loses_no_new_visitor_and_tells_its_own(tmp_path):
         finally:
             process.terminate()
             process.wait(10)
+
+
+def test_auto_takes_two_workers_on_a_small_machine_and_one_per_four_cores_up_to_eight():
+    """`--ui-workers auto`: two on 1-8 cores (each worker is a scheduler's share beside a busy
+    engine), one per four cores above, at most eight."""
+    from launch.ui_process import auto_workers
+
+    assert [auto_workers(n) for n in (1, 2, 4, 8, 12, 16, 32, 64, 128)] == [
+        2,
+        2,
+        2,
+        2,
+        3,
+        4,
+        8,
+        8,
+        8,
+    ]

@@ -1,8 +1,9 @@
-"""The Gradio UI: a status line, the Chat tab and the Benchmark tab, in a process of its own.
+"""The Gradio UI: a status line, the Chat tab and the Benchmark tab, in processes of their own.
 
 No vLLM here, and no engine: the UI talks to the server over its private socket
 (`ui.backend`), so that Gradio's work for hundreds of browsers never competes with the
-engine's front end for one Python interpreter. `python -m ui` is that process (`ui.__main__`).
+engine's front end for one Python interpreter. `python -m ui` is one UI worker
+(`ui.__main__`); `--ui-workers N` runs N of them behind one front (`launch.ui_front`).
 
 | module | job |
 |---|---|
