@@ -78,7 +78,7 @@ PROFILES: dict[str, dict] = {
         warmup_tokens=2,
         max_new_tokens_cap=1024,
         # vLLM's CPU processes below the web processes: 128 chats of 8 tokens on 2 cores, UI
-        # first chunk p95 4.4 s instead of 5.7 s (the API's 4.1 and 3.4 s), last chunk the same.
+        # first chunk p95 1.17-1.22x the API's instead of 1.36-1.73x (BENCHMARKS.md).
         engine_nice=5,
     ),
     # Volta (7.0) and Turing (7.5): no bfloat16 and no FlashAttention there; vLLM's Triton
