@@ -2,7 +2,9 @@
 
     GET  /internal/status      the engine's status, restarts and load
     POST /internal/chat        {"messages", "thinking", "params"} -> NDJSON reply events
-    POST /internal/benchmark   {"spec", "pairs"} -> NDJSON progress events, then the result
+    POST /internal/benchmark   {"spec", "pairs", "owner"} -> NDJSON progress events, then the
+                               result (or `{"cancelled": true}`)
+    POST /internal/benchmark/cancel  {"owner"} -> {"run": "cancelled" | "none" | "other"}
     POST /internal/restart     start a restart (or join the one under way)
 
 A chat streams one JSON line per engine output: `{"reasoning": "...", "answer": "...",
@@ -10,7 +12,9 @@ A chat streams one JSON line per engine output: `{"reasoning": "...", "answer": 
 "dropped_turns"}`; an error after the first line is a line `{"error": "...", "status": 503}`.
 The prompt is cut to the context by dropping the oldest turns (`engine.chat.fit_to_context`),
 rendered and tokenized off the engine loop. A benchmark's progress lines carry only the
-samples finished since the line before.
+samples finished since the line before. One benchmark runs at a time, whichever UI worker asks:
+the server keeps who started it (`owner`, the visitor's Gradio session), so that only they can
+cancel it from any worker.
 """
 
 from __future__ import annotations
@@ -141,6 +145,14 @@ def _delta(splitter: ThinkSplitter, chunk) -> bytes:
     return _line({"reasoning": reasoning, "answer": answer, "tokens": chunk.output_tokens})
 
 
+def _owner(data) -> str | None:
+    """Who a benchmark request or cancel speaks for: the visitor's session, if any."""
+    owner = data.get("owner") if isinstance(data, dict) else None
+    if owner is not None and not isinstance(owner, str):
+        raise ValueError('"owner" must be a string')
+    return owner
+
+
 def parse_benchmark(data) -> tuple[list[QAPair], BenchmarkSpec]:
     """(questions, spec) of a benchmark request; ValueError saying what is wrong."""
     if not isinstance(data, dict):
@@ -177,6 +189,7 @@ def internal_routes(service: EngineService) -> APIRouter:
     """The UI process's routes over `service`."""
     router = APIRouter(prefix="/internal", include_in_schema=False)
     one_run = asyncio.Lock()
+    current: dict = {"owner": None, "stop": None}  # the run under way: who started it, its stop
 
     @router.get("/status")
     async def status() -> dict:
@@ -207,7 +220,9 @@ def internal_routes(service: EngineService) -> APIRouter:
     @router.post("/benchmark")
     async def benchmark(request: Request):
         try:
-            pairs, spec = parse_benchmark(json.loads(await request.body()))
+            data = json.loads(await request.body())
+            pairs, spec = parse_benchmark(data)
+            owner, stop = _owner(data), asyncio.Event()
         except (BenchmarkError, ValueError, TypeError) as err:
             return error_response(422, str(err), False)
         if one_run.locked():
@@ -217,14 +232,33 @@ def internal_routes(service: EngineService) -> APIRouter:
 
         async def events():
             async with one_run:
+                current.update(owner=owner, stop=stop)
                 try:
                     lines = benchmark_events(service.engine, pairs, spec)
-                    async with aclosing(lines) as run:
-                        async for line in run:
+                    async with aclosing(lines) as run:  # leaving early aborts the run
+                        async for line in run:  # progress comes every 0.25 s
+                            if stop.is_set():
+                                yield _line({"cancelled": True})
+                                return
                             yield line
                 except (EngineUnavailable, EngineBusy, RequestError, BenchmarkError) as err:
                     yield _line(_failure(err))
+                finally:
+                    current.update(owner=None, stop=None)
 
         return ClosingStream(events(), media_type=NDJSON)
+
+    @router.post("/benchmark/cancel")
+    async def cancel(request: Request):
+        try:
+            owner = _owner(json.loads(await request.body()))
+        except ValueError as err:
+            return error_response(422, str(err), False)
+        if current["stop"] is None:
+            return {"run": "none"}
+        if owner is None or owner != current["owner"]:
+            return {"run": "other"}
+        current["stop"].set()
+        return {"run": "cancelled"}
 
     return router

@@ -66,6 +66,8 @@ class TestGuardedInstance:
         yield from private_app(
             tmp_path_factory,
             "guarded",
+            "--ui-workers",
+            "2",
             "--share",
             "--max-batch",
             str(MAX_BATCH),
@@ -238,10 +240,16 @@ class TestGuardedInstance:
         from gradio_client.exceptions import AppError
         from gradio_client.utils import Status
 
+        from launch.ui_front import COOKIE
+
         assert guarded.wait_idle()["unfinished"] == 0
         job = client.submit("full", 358, 256, None, api_name="/run_benchmark")
-        other = Client(guarded.ui_url, verbose=False)
-        other.predict(OPERATOR_KEY, api_name="/unlock_operator")
+        others = [  # an operator on each UI worker: one of them is not the first one's
+            Client(guarded.ui_url, verbose=False, headers={"Cookie": f"{COOKIE}={worker}"})
+            for worker in (0, 1)
+        ]
+        for other in others:
+            other.predict(OPERATOR_KEY, api_name="/unlock_operator")
         try:
             stats = wait_for(
                 lambda: (s := guarded.stats())["running"] > 0 and s,
@@ -250,9 +258,10 @@ class TestGuardedInstance:
                 0.05,
             )
             assert not job.done(), "358 forced 256-token answers cannot be done already"
-            # A second run meanwhile, from another visitor, is told so.
-            with pytest.raises(AppError, match="already running"):
-                other.submit("replay", 4, 16, None, api_name="/run_benchmark").result(timeout=60)
+            # A second run meanwhile, from another visitor on either worker, is told so.
+            for other in others:
+                with pytest.raises(AppError, match="already running"):
+                    other.submit("replay", 4, 16, None, api_name="/run_benchmark").result(60)
             job.cancel()
             cancelled = time.monotonic()
             idle = guarded.wait_idle(timeout=30)
@@ -264,9 +273,10 @@ class TestGuardedInstance:
                 "the run went on long after the cancel"
             )
             # The lock is free again: a fresh run of 4 completes cleanly.
-            self.bench_ok(other, questions=4)
+            self.bench_ok(others[0], questions=4)
         finally:
-            other.close()
+            for other in others:
+                other.close()
         assert guarded.wait_idle()["unfinished"] == 0
         print(f"\ncancelled benchmark: engine idle {freed:.2f} s after the cancel")
 
@@ -291,17 +301,24 @@ class TestGuardedInstance:
 
     @pytest.mark.timeout(180)
     def test_cancel_benchmark_endpoint_stops_the_callers_run(self, guarded, client):
+        """Only who started a run can cancel it, on whichever UI worker either of them is: a
+        stranger on each of the two workers (one of them is not the owner's) is refused."""
+        from gradio_client import Client
+
+        from launch.ui_front import COOKIE
+
         job = client.submit("full", 358, 256, None, api_name="/run_benchmark")
         try:
             wait_for(lambda: guarded.stats()["running"] > 0, 60, "the benchmark running", 0.05)
-            from gradio_client import Client
-
-            stranger = Client(guarded.ui_url, verbose=False)
-            try:
-                refused = stranger.predict(api_name="/cancel_benchmark")
-            finally:
-                stranger.close()
-            assert "someone else" in refused
+            for worker in (0, 1):
+                stranger = Client(
+                    guarded.ui_url, verbose=False, headers={"Cookie": f"{COOKIE}={worker}"}
+                )
+                try:
+                    refused = stranger.predict(api_name="/cancel_benchmark")
+                finally:
+                    stranger.close()
+                assert "someone else" in refused, (worker, refused)
             assert guarded.stats()["unfinished"] > 0  # a stranger cannot stop someone's run
             message = client.predict(api_name="/cancel_benchmark")
             assert message.startswith("Cancelled:")

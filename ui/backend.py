@@ -118,9 +118,24 @@ class Backend:
             "/internal/chat", {"messages": messages, "thinking": thinking, "params": params}
         )
 
-    def benchmark(self, pairs: list[tuple[str, str]], spec: dict) -> AsyncIterator[dict]:
-        """A benchmark run's events: `progress` with `new_samples`, then `result`."""
-        return self._lines("/internal/benchmark", {"pairs": [list(p) for p in pairs], "spec": spec})
+    def benchmark(
+        self, pairs: list[tuple[str, str]], spec: dict, owner: str | None = None
+    ) -> AsyncIterator[dict]:
+        """A benchmark run's events: `progress` with `new_samples`, then `result` (or
+        `cancelled`, when its owner cancels it from any UI worker)."""
+        body = {"pairs": [list(p) for p in pairs], "spec": spec, "owner": owner}
+        return self._lines("/internal/benchmark", body)
+
+    async def cancel_benchmark(self, owner: str | None) -> str:
+        """Cancel the run `owner` started: "cancelled", "none" (no run) or "other" (not theirs)."""
+        try:
+            path = "/internal/benchmark/cancel"
+            response = await self._client().post(path, json={"owner": owner})
+        except httpx.HTTPError as err:
+            raise BackendError(f"the server does not answer ({type(err).__name__})") from None
+        if response.status_code != 200:
+            raise BackendError(_message(response.content), response.status_code)
+        return response.json()["run"]
 
     async def restart(self) -> dict:
         try:

@@ -56,14 +56,13 @@ TIMELINE_KEYS = ("elapsed_s", "output_tokens", "tokens_per_second")
 
 
 class BenchmarkSession:
-    """State shared by every visitor: the run lock, earlier runs, the results folder."""
+    """State shared by this worker's visitors: its run lock, earlier runs, the results folder.
+    (The server runs one benchmark at a time over every worker and knows whose it is.)"""
 
     def __init__(self, backend: Backend, policy: OperatorPolicy):
         self.backend = backend
         self.policy = policy
         self.lock = threading.Lock()
-        self.owner: str | None = None  # session of the visitor whose run is going
-        self.stop = threading.Event()
         self.runs: list[dict] = []
         self.results_dir = Path(tempfile.mkdtemp(prefix="qwen3-bench-"))
 
@@ -207,14 +206,12 @@ def make_run(session: BenchmarkSession):
             message = "A benchmark is already running; wait for it or cancel it."
             yield _stopped(message)
             raise visitor_error(message)
-        session.owner = request.session_hash if request else None
-        session.stop.clear()
+        owner = request.session_hash if request else None
         try:
-            async with aclosing(_running(session, pairs, spec)) as shown:
+            async with aclosing(_running(session, pairs, spec, owner)) as shown:
                 async for step in shown:
                     yield step
         finally:
-            session.owner = None
             session.lock.release()
 
     return run
@@ -246,16 +243,16 @@ def prepare(session, workload, limit, max_new_tokens, upload, question_set, thin
     return pairs, spec
 
 
-async def _running(session: BenchmarkSession, pairs, spec: BenchmarkSpec):
+async def _running(session: BenchmarkSession, pairs, spec: BenchmarkSpec, owner: str | None):
     """The outputs of a run that has the lock: submitting, live charts, then the results."""
     yield _stopped(f"Submitting {spec.limit} questions from {spec.question_set} as one batch…")
     shown, points, samples, result = 0.0, [], [], None
     questions = [(p.question, p.reference) for p in pairs[: spec.limit]]
-    events = session.backend.benchmark(questions, asdict(spec))
+    events = session.backend.benchmark(questions, asdict(spec), owner)
     try:
         async with aclosing(events) as stream:  # leaving early aborts the run's requests
             async for event in stream:
-                if session.stop.is_set():
+                if event.get("cancelled"):
                     yield outputs(progress=CANCELLED)
                     return
                 if "result" in event:
@@ -298,14 +295,18 @@ def _finished(session: BenchmarkSession, result: dict) -> tuple:
 
 
 def make_cancel(session: BenchmarkSession):
-    """The Cancel handler: stops the caller's own run (never another visitor's)."""
+    """The Cancel handler: stops the caller's own run (never another visitor's), whichever UI
+    worker either of them is on: the server knows whose run it is."""
 
-    def cancel(request: gr.Request) -> str:
-        if session.owner is None:
+    async def cancel(request: gr.Request) -> str:
+        try:
+            run = await session.backend.cancel_benchmark(request.session_hash)
+        except BackendError as err:
+            return f"Could not cancel: {err}"
+        if run == "none":
             return "No benchmark is running."
-        if session.owner != request.session_hash:
+        if run == "other":
             return "The running benchmark was started by someone else; only they can cancel it."
-        session.stop.set()
         return CANCELLED
 
     return cancel
