@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -82,31 +83,34 @@ def workers():
         yield [w0, w1]
 
 
-@pytest.fixture(scope="module")
-def front(workers):
+@contextmanager
+def running_front(worker_urls: list[str], probe: str):
+    """`python -m launch.ui_front` before these workers, once `probe` answers 200: its URL."""
     port = free_port()
-    flags = []
-    for worker in workers:
-        flags += ["--worker", f"http://127.0.0.1:{worker.port}"]
+    flags = [flag for url in worker_urls for flag in ("--worker", url)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "launch.ui_front", "--port", str(port), *flags],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        [sys.executable, "-m", "launch.ui_front", "--port", str(port), *flags], cwd=ROOT
     )
     url = f"http://127.0.0.1:{port}"
 
     def answers():
         try:
-            return httpx.get(url + "/ping", timeout=2).status_code == 200
+            return httpx.get(url + probe, timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_for(answers, 30, "the front answering")
-    yield url
-    process.terminate()
-    process.wait(10)
+    try:
+        wait_for(answers, 30, "the front answering")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def front(workers):
+    with running_front([f"http://127.0.0.1:{w.port}" for w in workers], "/ping") as url:
+        yield url
 
 
 def test_new_visitors_take_turns_and_each_is_kept_on_its_worker_by_a_cookie(front):
@@ -204,31 +208,12 @@ def test_bodies_and_the_host_header_reach_the_worker_whole(front):
 
 
 def test_a_worker_that_is_down_loses_no_new_visitor_and_tells_its_own(tmp_path):
-    with StandIn("up") as up:
-        port = free_port()
-        down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-        process = subprocess.Popen(
-            [sys.executable, "-m", "launch.ui_front", "--port", str(port)]
-            + ["--worker", down, "--worker", f"http://127.0.0.1:{up.port}"],
-            cwd=ROOT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-
-            def answers():
-                try:
-                    return httpx.get(url + "/", timeout=2).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_for(answers, 30, "the front answering")
-            for _ in range(4):  # new visitors all reach the worker that is up
-                assert httpx.get(url + "/").json()["worker"] == "up"
-            lost = httpx.get(url + "/config", headers={"Cookie": f"{COOKIE}=0"})
-            assert lost.status_code == 502 and "reload the page" in lost.text
-        finally:
-            process.terminate()
-            process.wait(10)
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with StandIn("up") as up, running_front([down, f"http://127.0.0.1:{up.port}"], "/") as url:
+        for _ in range(4):  # new visitors all reach the worker that is up
+            assert httpx.get(url + "/").json()["worker"] == "up"
+        lost = httpx.get(url + "/config", headers={"Cookie": f"{COOKIE}=0"})
+        assert lost.status_code == 502 and "reload the page" in lost.text
 
 
 def test_auto_takes_two_workers_on_a_small_machine_and_one_per_four_cores_up_to_eight():
