@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ui-workers",
         default="auto",
         help="Gradio processes that share the pages (each browser stays on one): N, or auto "
-        "(one per four CPU cores, at most eight; one on a small machine)",
+        "(one per four CPU cores, at least two and at most eight)",
     )
     parser.add_argument(
         "--auth",

@@ -21,21 +21,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from launch.ui_process import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "CUDA 中的 warp 是什么？请简要说明。"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 10) -> dict:

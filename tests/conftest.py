@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from engine.config import BENCH_BATCH  # noqa: E402
 from engine.devices import runs_on_cpu  # noqa: E402
 from eval_data import SAMPLE_FILE, load_course_file  # noqa: E402
 from eval_data.download import ENV_FILE, FILE_NAME, OFFICIAL_SHA256, sha256_of  # noqa: E402
+from launch.ui_process import free_port  # noqa: E402  (re-exported for the tests)
 
 # The engine the tests start: vLLM's CPU backend, or the GPU where vLLM for CUDA runs.
 TEST_PROFILE = "cpu" if runs_on_cpu() else "auto"
@@ -167,12 +167,6 @@ def service(tiny_model_dir, questions):
     assert status.ready, status.message
     yield svc
     svc.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 10):
