@@ -104,7 +104,7 @@ class Head:
                 raise HttpError(400, "malformed header line")
             name = name.strip().lower()
             value = value.strip()
-            if name in self.headers and name in (b"cookie",):
+            if name in self.headers and name == b"cookie":
                 value = self.headers[name] + b"; " + value
             self.headers[name] = value
 
