@@ -5,11 +5,13 @@ port with the course evaluator's routes and vLLM's OpenAI-compatible server.
     python app.py --share --auth me:pw --operator-key KEY   # public link, with logins
     python app.py --help                 # every flag
 
-Two processes: this one runs the engine and the HTTP API on one event loop; the UI runs in a
-process of its own (`python -m ui`) and reaches the engine over a private socket. Ctrl-C or
-SIGTERM (to this process or to its whole group) stops both: replies in flight end with "the
-server is shutting down", then everything exits with status 0 within seconds; a second signal
-ends it at once.
+This process runs the engine and the HTTP API on one event loop. The UI runs in worker
+processes of its own (`python -m ui`, on loopback), which reach the engine over a private
+socket, behind the front (`launch.ui_front`, Caddy) that holds the UI's public port. Who may
+restart the engine and run benchmarks is decided here, from who can reach the app
+(`launch.exposure`), and handed to every worker. Ctrl-C or SIGTERM (to this process or to its
+whole group) stops them all: replies in flight end with "the server is shutting down", then
+everything exits with status 0 within seconds; a second signal ends it at once.
 """
 
 from __future__ import annotations
@@ -115,8 +117,21 @@ def choose_model(requested: str | None) -> str:
     return OFFLINE_FALLBACK
 
 
+def ui_group(args: argparse.Namespace, socket_path: str, config):
+    """The UI's processes for these flags: the workers, told who the operator is, and the
+    front on the public address (not started)."""
+    from launch.exposure import decide_exposure
+    from launch.ui_process import UiGroup
+
+    exposure = decide_exposure(args.share, args.auth, args.host, args.operator_key)
+    argv = ui_argv(args, socket_path, config) + ["--operator", exposure.operator]
+    secrets = {"QWEN_DEMO_AUTH": args.auth, "QWEN_DEMO_OPERATOR_KEY": args.operator_key}
+    return UiGroup(argv, args.host, args.port, args.ui_workers, secrets, share=args.share)
+
+
 def ui_argv(args: argparse.Namespace, socket_path: str, config) -> list[str]:
-    """Every UI worker's flags but where it listens (its secrets go in its environment)."""
+    """Every UI worker's flags but where it listens and who operates (its secrets go in its
+    environment)."""
     argv = ["--socket", socket_path, "--api-port", str(args.api_port)]
     argv += ["--max-new-tokens-cap", str(config.max_new_tokens_cap)]
     # Every request the engine admits runs at once in Gradio too; past that the server says busy.
@@ -129,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from engine.children import isolate_engine_processes
     from launch.reaper import start_reaper, stop_reaper
-    from launch.ui_process import UiGroup
     from server import HttpServers, build_apps
 
     args.model = choose_model(args.model)
@@ -159,14 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         service.shutdown()
         stop_reaper(reaper)
         return 2
-    ui = UiGroup(
-        ui_argv(args, socket_path, config),
-        args.host,
-        args.port,
-        args.ui_workers,
-        {"QWEN_DEMO_AUTH": args.auth, "QWEN_DEMO_OPERATOR_KEY": args.operator_key},
-        share=args.share,
-    )
+    ui = ui_group(args, socket_path, config)
     ui.start()
     if args.share and not args.auth:
         print(
@@ -174,12 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             "GPU. Add --auth USER:PASS.",
             flush=True,
         )
-    status = 0
+    status, announced = 0, False
     while not signals.wait(0.5):
         if not ui.check():
             print(f"error: the UI could not listen on port {args.port}", file=sys.stderr)
             status = 2
             break
+        if not announced and ui.served():  # the link is printed once it serves the page
+            announced = True
+            print(f"* Running on local URL: http://{args.host}:{args.port}", flush=True)
     began = time.monotonic()
     print(f"[app] {signals.name if status == 0 else 'error'}: shutting down", flush=True)
     service.stop()  # replies in flight end with "the server is shutting down"

@@ -1,10 +1,12 @@
-"""The Gradio UI in processes of its own beside the server: one or more UI workers, and with
-several of them the front that keeps each browser on its worker (`launch.ui_front`). All are
-started and stopped with the app, and started again if one dies while the app runs.
+"""The Gradio UI in processes of its own beside the server: one or more UI workers on loopback,
+and the front on the public port that keeps each browser on its worker (`launch.ui_front`,
+Caddy). All are started and stopped with the app, and started again if one dies while the app
+runs.
 
 Gradio's work for every open page (the queue, each streamed redraw) then has interpreters of
 its own instead of sharing one with the engine's front end and the HTTP API; several workers
-share the pages between them.
+share the pages between them. No byte from outside reaches a worker unparsed: the front, a
+maintained HTTP server, takes every connection, with one worker as with eight.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from engine.children import keep
@@ -41,10 +44,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _loopback(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 class UiProcess:
@@ -99,8 +98,8 @@ class UiProcess:
 
 
 class UiGroup:
-    """The UI's processes: `workers` Gradio workers; with more than one, they listen on
-    loopback ports and the front takes the public port."""
+    """The UI's processes: `workers` Gradio workers on loopback ports and the front on the
+    public address."""
 
     def __init__(
         self,
@@ -111,20 +110,15 @@ class UiGroup:
         secrets: dict[str, str | None],
         share: bool = False,
     ):
+        self.host, self.port = host, port
         self.workers: list[UiProcess] = []
-        self.front: UiProcess | None = None
-        if workers <= 1:
-            place = ["--host", host, "--port", str(port)] + (["--share"] if share else [])
-            self.workers.append(UiProcess(worker_argv + place, secrets))
-            self.worker_urls = [f"http://{_loopback(host)}:{port}"]
-            return
         self.worker_urls = []
         for index in range(workers):
             worker_port = free_port()
             self.worker_urls.append(f"http://127.0.0.1:{worker_port}")
             place = ["--host", "127.0.0.1", "--port", str(worker_port), "--quiet"]
-            if share:  # every worker knows the app is shared; the first opens the link
-                place += ["--share"] + (["--share-tunnel", str(port)] if index == 0 else [])
+            if share and index == 0:  # the first worker opens the public link to the front
+                place += ["--share-tunnel", str(port)]
             self.workers.append(UiProcess(worker_argv + place, secrets))
         front = ["--host", host, "--port", str(port)]
         for url in self.worker_urls:
@@ -133,7 +127,7 @@ class UiGroup:
 
     @property
     def processes(self) -> list[UiProcess]:
-        return self.workers + ([self.front] if self.front else [])
+        return [*self.workers, self.front]
 
     def start(self) -> None:
         for process in self.processes:
@@ -142,6 +136,17 @@ class UiGroup:
     def check(self) -> bool:
         """Restart what died; False if the UI cannot run (its public port is taken)."""
         return all([process.check() for process in self.processes])
+
+    def served(self, timeout: float = 1.0) -> bool:
+        """Whether the page is served through the front now (a worker answers `/config`)."""
+        try:
+            near = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}
+            host = near.get(self.host, f"[{self.host}]" if ":" in self.host else self.host)
+            url = f"http://{host}:{self.port}/config"
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status == 200
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 8.0) -> None:
         """SIGTERM to all (the workers end their streams with a message and close, the front

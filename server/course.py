@@ -39,6 +39,8 @@ def parse_prompts(body: bytes, max_batch: int) -> tuple[list[str], bool]:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f'body must be JSON like {{"prompt": "..."}}: {err}') from None
+    except RecursionError:
+        raise ValueError("body is JSON nested too deeply") from None
     if not isinstance(data, dict) or "prompt" not in data:
         raise ValueError('body must be a JSON object with a "prompt" field')
     prompt = data["prompt"]

@@ -17,7 +17,9 @@ from starlette.responses import JSONResponse
 from engine import EngineBusy, EngineService, EngineUnavailable, ServerStopping
 
 RETRY_AFTER_S = "5"
-# Open without the token: they reveal nothing about the model, its load or its output.
+# Open without the token: they reveal nothing about the model's output or its load beyond
+# "ready or not" (`/stats` and `/metrics`, aggregate load figures, need the token where one
+# is set; without one they are open, as `vllm serve` leaves `/metrics`).
 PUBLIC_PATHS = frozenset(
     {
         "/health",
@@ -28,7 +30,6 @@ PUBLIC_PATHS = frozenset(
         "/redoc",
         "/openapi.json",
         "/",
-        "/stats",
     }
 )
 # POST routes that start no generation, so the admission limit does not apply.

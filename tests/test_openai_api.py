@@ -412,8 +412,11 @@ class TestGuardedApp:
             for token in (None, "wrong"):
                 status, text = request(guarded.api_url + path, method, body, token)
                 assert status == expected, (method, path, status, text[:200])
-        for path in ("/health", "/ping", "/version"):
+        for path in ("/health", "/ping", "/version", "/"):
             assert request(guarded.api_url + path)[0] == 200, path
+        for path in ("/stats", "/metrics"):  # load figures: the token's, where one is set
+            assert request(guarded.api_url + path)[0] == 401, path
+            assert request(guarded.api_url + path, token=TOKEN)[0] == 200, path
         assert request(guarded.api_url + "/scale_elastic_ep", "POST", b"{}", TOKEN)[0] == 404
 
         with pytest.raises(openai.AuthenticationError):

@@ -1,7 +1,10 @@
 """The UI process: Gradio in front of the server's private socket (app.py starts it).
 
-    python -m ui --socket /tmp/qwen3-demo-x/server.sock --port 7860 [--share]
-    python -m ui --socket ... --port 41001 --share --share-tunnel 7860   # a worker behind the front
+    python -m ui --socket /tmp/qwen3-demo-x/server.sock --port 41001 --operator everyone
+    python -m ui --socket ... --port 41002 --operator nobody --share-tunnel 7860   # + the link
+
+A worker listens on loopback behind the front (`launch.ui_front`), which holds the public port;
+the first worker of a shared app opens the public link to the front's port.
 
 Logins and the operator key come from the environment (`QWEN_DEMO_AUTH`,
 `QWEN_DEMO_OPERATOR_KEY`), never the command line, which other users can read. On SIGINT or
@@ -34,12 +37,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--socket", required=True, help="the server's private socket")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true", help="the app is shared (a public link)")
+    parser.add_argument(
+        "--operator",
+        required=True,
+        choices=("everyone", "key", "nobody"),
+        help="who may restart the engine and run benchmarks, as the app decided it "
+        "(launch.exposure): everyone, whoever enters the key, or nobody",
+    )
     parser.add_argument(
         "--share-tunnel",
         type=int,
         metavar="PORT",
-        help="open the public link to this port (the front's) instead of this process's own",
+        help="open the public share link to this port (the front's)",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="say nothing of where it listens (behind the front)"
@@ -79,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 
     auth = os.environ.get("QWEN_DEMO_AUTH")
     key = os.environ.get("QWEN_DEMO_OPERATOR_KEY")
-    policy = operator_policy(args.share, bool(auth), args.host, key)
+    try:
+        policy = operator_policy(args.operator, key)
+    except ValueError as err:
+        print(f"[ui] error: {err}", file=sys.stderr, flush=True)
+        return 2
     backend = Backend(args.socket)
     backend.start_polling()
     pacer = UpdatePacer()
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.launch(
             server_name=args.host,
             server_port=args.port,
-            share=args.share and args.share_tunnel is None,
+            share=False,
             auth=tuple(auth.split(":", 1)) if auth else None,
             max_file_size="4mb",
             allowed_paths=[],
@@ -104,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"[ui] error: {err}", file=sys.stderr, flush=True)
         return 2
-    if args.share and args.share_tunnel:
+    if args.share_tunnel:
         open_share_link(demo, args.share_tunnel)
     while not stop.wait(0.5):
         pass

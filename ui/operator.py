@@ -1,19 +1,16 @@
 """Who may do what on the page: chatting is for everyone; restarting the engine and running
 benchmarks are the operator's.
 
-On a private app (no `--share`, no `--auth`, listening on loopback only, no operator key) the
-one person at the keyboard is the operator. Anywhere else (a share link, a login shared with a
-class, an address others can reach) the operator controls stay locked until the operator key
-(`--operator-key`, or `QWEN_DEMO_OPERATOR_KEY`) is entered on the page; without a key they are
-off. The check is made on the server side of every such event, not only by hiding buttons.
+Who the operator is comes from the app (`launch.exposure`, passed as `--operator`): everyone
+on a private app; whoever enters the operator key (`--operator-key`, or
+`QWEN_DEMO_OPERATOR_KEY`) where a key is set; nobody on an app others can reach without one.
+The check is made on the server side of every such event, not only by hiding buttons.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -34,12 +31,13 @@ class OperatorPolicy:
         if self.key:
             return "Operator controls are locked: enter the operator key (Operator, above)."
         return (
-            "Operator controls are off on a shared app: start it with --operator-key KEY "
+            "Operator controls are off on an app others can reach: start it with --operator-key KEY "
             "(or QWEN_DEMO_OPERATOR_KEY) to run benchmarks and restart the engine from the page."
         )
 
 
-def operator_policy(share: bool, auth: bool, host: str, key: str | None) -> OperatorPolicy:
-    """The policy of an app started with these settings."""
-    private = not share and not auth and host in LOOPBACK and not key
-    return OperatorPolicy(open=private, key=key or None)
+def operator_policy(operator: str, key: str | None) -> OperatorPolicy:
+    """The policy for the app's decision `operator` ("everyone", "key" or "nobody")."""
+    if operator == "key" and not key:
+        raise ValueError("--operator key needs the key in QWEN_DEMO_OPERATOR_KEY")
+    return OperatorPolicy(open=operator == "everyone", key=key if operator == "key" else None)
