@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -138,13 +139,16 @@ class UiGroup:
         return all([process.check() for process in self.processes])
 
     def served(self, timeout: float = 1.0) -> bool:
-        """Whether the page is served through the front now (a worker answers `/config`)."""
+        """Whether the page is served through the front now: a worker answers `/config` (with
+        `--auth`, its answer is the login's 401)."""
         try:
             near = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}
             host = near.get(self.host, f"[{self.host}]" if ":" in self.host else self.host)
             url = f"http://{host}:{self.port}/config"
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 return response.status == 200
+        except urllib.error.HTTPError as err:
+            return err.code < 500
         except OSError:
             return False
 

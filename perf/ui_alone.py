@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from launch.ui_process import UiGroup
 
     worker_argv = ["--socket", socket_path, "--max-events", str(args.max_events)]
+    worker_argv += ["--operator", "everyone"]
     ui = UiGroup(worker_argv, "127.0.0.1", port, args.ui_workers, {})
     ui.start()
     try:

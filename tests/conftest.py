@@ -418,6 +418,22 @@ def offline_env(cache: Path) -> dict:
     return env
 
 
+def worker_cookies(ui_url: str, workers: int) -> list[str]:
+    """A `Cookie` header for each UI worker behind the front, as new visitors are given them
+    (the front hands new visitors to the workers in turn)."""
+    from launch.ui_front import COOKIE
+
+    found: list[str] = []
+    for _ in range(4 * workers):
+        with urllib.request.urlopen(ui_url + "/", timeout=30) as response:
+            cookie = response.headers.get("Set-Cookie", "").split(";", 1)[0]
+        if cookie.startswith(COOKIE + "=") and cookie not in found:
+            found.append(cookie)
+        if len(found) == workers:
+            return found
+    pytest.fail(f"the front gave {len(found)} distinct worker cookies, not {workers}")
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -34,6 +34,7 @@ from tests.conftest import (
     post,
     private_app,
     wait_for,
+    worker_cookies,
 )
 
 pytestmark = pytest.mark.slow
@@ -240,13 +241,11 @@ class TestGuardedInstance:
         from gradio_client.exceptions import AppError
         from gradio_client.utils import Status
 
-        from launch.ui_front import COOKIE
-
         assert guarded.wait_idle()["unfinished"] == 0
         job = client.submit("full", 358, 256, None, api_name="/run_benchmark")
         others = [  # an operator on each UI worker: one of them is not the first one's
-            Client(guarded.ui_url, verbose=False, headers={"Cookie": f"{COOKIE}={worker}"})
-            for worker in (0, 1)
+            Client(guarded.ui_url, verbose=False, headers={"Cookie": cookie})
+            for cookie in worker_cookies(guarded.ui_url, 2)
         ]
         for other in others:
             other.predict(OPERATOR_KEY, api_name="/unlock_operator")
@@ -305,15 +304,11 @@ class TestGuardedInstance:
         stranger on each of the two workers (one of them is not the owner's) is refused."""
         from gradio_client import Client
 
-        from launch.ui_front import COOKIE
-
         job = client.submit("full", 358, 256, None, api_name="/run_benchmark")
         try:
             wait_for(lambda: guarded.stats()["running"] > 0, 60, "the benchmark running", 0.05)
-            for worker in (0, 1):
-                stranger = Client(
-                    guarded.ui_url, verbose=False, headers={"Cookie": f"{COOKIE}={worker}"}
-                )
+            for worker, cookie in enumerate(worker_cookies(guarded.ui_url, 2)):
+                stranger = Client(guarded.ui_url, verbose=False, headers={"Cookie": cookie})
                 try:
                     refused = stranger.predict(api_name="/cancel_benchmark")
                 finally:

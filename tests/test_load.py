@@ -305,7 +305,7 @@ def test_the_engine_yields_the_cpu_to_the_web_processes(app):
     children = root.children(recursive=True)
     engine = [p for p in children if p.name().startswith("VLLM::")]
     lines = {p.pid: " ".join(p.cmdline()) for p in children}
-    web = [p for p in children if "-m ui " in lines[p.pid] or "launch.ui_front" in lines[p.pid]]
+    web = [p for p in children if "-m ui " in lines[p.pid] or "caddy run" in lines[p.pid]]
     assert engine and len(web) == 3, [p.cmdline() for p in children]  # two workers, the front
     for process in engine:
         assert _thread_nices(process.pid) == {base + expected}, process.name()

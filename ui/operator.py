@@ -31,8 +31,9 @@ class OperatorPolicy:
         if self.key:
             return "Operator controls are locked: enter the operator key (Operator, above)."
         return (
-            "Operator controls are off on an app others can reach: start it with --operator-key KEY "
-            "(or QWEN_DEMO_OPERATOR_KEY) to run benchmarks and restart the engine from the page."
+            "Operator controls are off on an app others can reach: start it with --operator-key "
+            "KEY (or QWEN_DEMO_OPERATOR_KEY) to run benchmarks and restart the engine from the "
+            "page."
         )
 
 
