@@ -17,9 +17,12 @@ What the configuration asks of Caddy:
   one connection, is routed correctly. Clients that keep no cookies and call the two-step API
   (`/gradio_api/call/...`, `/gradio_api/queue/...`) are kept on one worker by their address.
 - **Hostile input.** Malformed framing, oversized heads and bodies get a 4xx from Go's parser or
-  from `request_body`, and a body is read whole before a worker sees it; a head must arrive
-  within `header_timeout_s` and the whole request within `request_timeout_s`; an idle
-  kept-alive connection is closed after `idle_timeout_s`. CONNECT and TRACE are refused.
+  from `request_body`; a head must arrive within `header_timeout_s`, and an idle kept-alive
+  connection is closed after `idle_timeout_s`. A body (up to `buffer_body_bytes`) is read
+  whole before a worker sees the request, so a sender that stalls holds no worker. (Caddy
+  2.11 does not cut off a body that stalls while it relays it, with `read_timeout` or its
+  `timeouts` handler alike: measured; such a connection costs the front a goroutine until
+  the sender goes.) CONNECT and TRACE are refused.
   In-flight requests are capped per worker (`max_requests`); when every worker is full the
   answer is a 503 with `Retry-After`.
 - **Addresses.** The visitor's address reaches the workers in `X-Forwarded-For`, set by Caddy;
@@ -57,7 +60,6 @@ class FrontLimits:
     """How long and how much a visitor may take: the public port's limits."""
 
     header_timeout_s: float = 10.0  # the whole request head (slow senders are cut off)
-    request_timeout_s: float = 30.0  # the whole request, head and body
     idle_timeout_s: float = 60.0  # a kept-alive connection with no request
     max_header_bytes: int = 64 * 1024
     max_body_bytes: int = 8 * 1024 * 1024  # the page's uploads are at most 4 MB
@@ -111,9 +113,10 @@ def _proxy(workers: list[str], limits: FrontLimits, secret: str, fallback: dict)
             # default would also resend a GET that reached a worker): nothing is sent twice.
             "retry_match": [{"method": ["NEVER-RESEND"]}],
         },
-        # A worker that refuses a connection is left out for a moment, so that new visitors
-        # and those whose worker died go to one that answers.
-        "health_checks": {"passive": {"fail_duration": "2s", "max_fails": 1}},
+        # No health checks: a passive one counts a visitor's broken request against the
+        # worker (a few malformed bodies would take every worker out), and a worker that is
+        # slow under load must not lose its sessions to an active one. A new visitor whose
+        # worker does not answer is tried on the next; a restarting worker is waited for.
         "flush_interval": -1,
         # A body is read whole before the worker sees the request: malformed framing gets a
         # 400 here and a slow sender holds no worker connection.
@@ -202,7 +205,6 @@ def caddy_config(
         "listen": [listen_address(host, port)],
         "automatic_https": {"disable": True},
         "read_header_timeout": _seconds(limits.header_timeout_s),
-        "read_timeout": _seconds(limits.request_timeout_s),
         "idle_timeout": _seconds(limits.idle_timeout_s),
         "max_header_bytes": limits.max_header_bytes,
         "routes": routes,
