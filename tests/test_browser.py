@@ -298,7 +298,7 @@ def test_two_visitors_are_served_by_two_ui_workers_at_once(browser, app):
             open_settings(tab)
             set_number(tab, "Max new tokens", 120)
             observe(tab, "reply", "#chatbot", ANSWERS)
-        assert workers == {"0", "1"}, f"both visitors on one worker: {workers}"
+        assert len(workers) == 2 and None not in workers, f"both on one worker: {workers}"
         send(first, "What is a warp?")
         send(second, "What is shared memory?")
         for tab in (first, second):
