@@ -114,7 +114,7 @@ def server_processes(server: subprocess.Popen) -> dict[str, int]:
             line = child.cmdline()
         except psutil.Error:
             continue
-        if "launch.ui_front" in line or "caddy" in line[:2]:
+        if "launch.ui_front" in line or (line and line[0].endswith("caddy")):
             found["front"] = child.pid
         elif "ui" in line[1:4] and "-m" in line:
             found["ui" if not workers else f"ui-{workers}"] = child.pid
