@@ -434,6 +434,17 @@ def worker_cookies(ui_url: str, workers: int) -> list[str]:
     pytest.fail(f"the front gave {len(found)} distinct worker cookies, not {workers}")
 
 
+def recv_until(conn, marker: bytes) -> bytes:
+    """What a socket sends until `marker` has arrived or the peer closes."""
+    data = b""
+    while marker not in data:
+        piece = conn.recv(65536)
+        if not piece:
+            break
+        data += piece
+    return data
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

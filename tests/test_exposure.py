@@ -14,6 +14,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -165,9 +167,6 @@ def test_a_private_app_lets_its_user_operate_and_a_key_locks_it(workers):
 
 def test_a_worker_is_never_left_to_guess_who_operates():
     """A worker started without the app's decision refuses to start."""
-    import subprocess
-    import sys
-
     run = subprocess.run(
         [sys.executable, "-m", "ui", "--socket", "/nonexistent.sock"],
         cwd=ROOT,

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from launch.ui_front import FrontLimits
-from tests.conftest import private_app, wait_for
+from tests.conftest import private_app, recv_until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,20 +37,13 @@ def address(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def exchange(url: str, data: bytes, wait: float = 15.0, then: bytes = b"") -> tuple[str, float]:
+def exchange(url: str, data: bytes, wait: float = 15.0) -> tuple[str, float]:
     """Send raw bytes; (the status line of the answer, or CLOSED / TIMEOUT; seconds taken)."""
     began = time.monotonic()
     with socket.create_connection(address(url), timeout=wait) as conn:
         try:
             conn.sendall(data)
-            if then:
-                conn.sendall(then)
-            answer = b""
-            while b"\r\n" not in answer:
-                piece = conn.recv(65536)
-                if not piece:
-                    break
-                answer += piece
+            answer = recv_until(conn, b"\r\n")
         except TimeoutError:
             return "TIMEOUT", time.monotonic() - began
         except (ConnectionResetError, BrokenPipeError):

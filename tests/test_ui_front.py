@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from launch.ui_front import COOKIE
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, recv_until, wait_for
 
 
 class StandIn:
@@ -97,13 +97,7 @@ class Mute:
                 return
             with conn:
                 conn.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    piece = conn.recv(65536)
-                    if not piece:
-                        break
-                    data += piece
-                if data:
+                if recv_until(conn, b"\r\n\r\n"):
                     self.received += 1
 
 
