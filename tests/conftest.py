@@ -169,8 +169,10 @@ def service(tiny_model_dir, questions):
     svc.shutdown()
 
 
-def get_json(url: str, timeout: float = 10):
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+def get_json(url: str, timeout: float = 10, token: str | None = None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -201,9 +203,10 @@ class RunningApp:
     ui_url: str
     api_url: str
     log: Path
+    token: str | None = None  # its --api-token (load figures need it where one is set)
 
     def stats(self) -> dict:
-        return get_json(self.api_url + "/stats")
+        return get_json(self.api_url + "/stats", token=self.token)
 
     def wait_idle(self, timeout: float = 60) -> dict:
         """Wait until the engine tracks no request; return the last stats."""
@@ -250,7 +253,9 @@ def launch_app(
         env=environment,
         start_new_session=True,
     )
-    app = RunningApp(process, f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", log)
+    token = extra[extra.index("--api-token") + 1] if "--api-token" in extra else None
+    urls = f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}"
+    app = RunningApp(process, *urls, log, token)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
