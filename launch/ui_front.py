@@ -61,6 +61,7 @@ class FrontLimits:
 
     header_timeout_s: float = 10.0  # the whole request head (slow senders are cut off)
     idle_timeout_s: float = 60.0  # a kept-alive connection with no request
+    worker_idle_s: float = 2.0  # an idle connection to a worker (workers close theirs at 5 s)
     max_header_bytes: int = 64 * 1024
     max_body_bytes: int = 8 * 1024 * 1024  # the page's uploads are at most 4 MB
     buffer_body_bytes: int = 1024 * 1024  # bodies up to this are read whole before relaying
@@ -121,7 +122,14 @@ def _proxy(workers: list[str], limits: FrontLimits, secret: str, fallback: dict)
         # A body is read whole before the worker sees the request: malformed framing gets a
         # 400 here and a slow sender holds no worker connection.
         "request_buffers": limits.buffer_body_bytes,
-        "transport": {"protocol": "http", "dial_timeout": "2s"},
+        # A connection to a worker idle for 2 s is closed by the front, before the worker's own
+        # keep-alive (uvicorn's 5 s) closes it under a request that is never resent: on an
+        # H200 at 256 users one chat's join got a 502 from that race (default: 2 minutes).
+        "transport": {
+            "protocol": "http",
+            "dial_timeout": "2s",
+            "keep_alive": {"idle_timeout": _seconds(limits.worker_idle_s)},
+        },
     }
 
 

@@ -18,6 +18,7 @@ import zlib
 from contextlib import contextmanager
 
 import httpx
+import psutil
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -258,6 +259,28 @@ def test_a_request_that_reached_a_worker_is_never_sent_again():
             answer = httpx.request(method, url + "/gradio_api/queue/join", content=b"{}")
             assert answer.status_code == 502 and answer.headers["retry-after"], answer.text
             assert mute.received == before + 1, method
+
+
+def test_the_front_lets_go_of_an_idle_worker_connection_before_the_worker_does(workers):
+    """A worker (uvicorn, keep-alive 5 s) closes an idle connection on its own; a request the
+    front sent on it at that moment would fail and is never resent. So the front closes its
+    idle connections to the workers first: held just after a request, gone 3 s later."""
+    urls = [f"http://127.0.0.1:{w.port}" for w in workers]
+    ports = {w.port for w in workers}
+    with running_front(urls) as (url, process):
+        front = psutil.Process(process.pid)
+
+        def to_workers() -> int:
+            return sum(
+                1
+                for conn in front.net_connections("tcp")
+                if conn.raddr and conn.raddr[1] in ports and conn.status == "ESTABLISHED"
+            )
+
+        assert httpx.post(url + "/gradio_api/queue/join", json={}).status_code == 200
+        assert to_workers() >= 1
+        time.sleep(3.0)
+        assert to_workers() == 0
 
 
 def test_a_worker_that_is_down_loses_no_visitor(tmp_path):
