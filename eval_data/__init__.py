@@ -5,12 +5,19 @@ pairs = load_course_file(official_question_set())  # 358 QAPair
 pairs = load_course_file(question_set_path("sample"))  # 24 QAPair, built in
 """
 
-from eval_data.download import OFFICIAL_SHA256, OFFICIAL_URL, DataError, official_question_set
+from eval_data.download import (
+    OFFICIAL_SHA256,
+    OFFICIAL_URL,
+    DataError,
+    is_official,
+    official_question_set,
+)
 from eval_data.loader import FormatError, QAPair, load_course_file, parse_course_text
 from eval_data.sets import (
     QUESTION_SETS,
     SAMPLE_FILE,
     add_question_arguments,
+    question_set_label,
     question_set_path,
     questions_from_args,
 )
@@ -24,9 +31,11 @@ __all__ = [
     "QUESTION_SETS",
     "SAMPLE_FILE",
     "add_question_arguments",
+    "is_official",
     "load_course_file",
     "official_question_set",
     "parse_course_text",
+    "question_set_label",
     "question_set_path",
     "questions_from_args",
 ]

@@ -1,7 +1,9 @@
 """Fetch the official 358-question set once, check its SHA-256, and cache it.
 
 The file is public but not ours to redistribute, so it is downloaded on the user's machine.
-`QWEN_DEMO_EVAL_FILE` points at a local copy instead (tests and offline machines use it).
+`QWEN_DEMO_EVAL_FILE` points at a local file instead (tests and offline machines use it); that
+file is used whatever it holds, but only one with the official SHA-256 counts as the official
+set (`is_official`): any other is labelled a custom set (`eval_data.sets.question_set_label`).
 """
 
 from __future__ import annotations
@@ -42,15 +44,23 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_official(path: Path) -> bool:
+    """Whether a file is the official question set, byte for byte (its SHA-256)."""
+    return Path(path).is_file() and sha256_of(Path(path)) == OFFICIAL_SHA256
+
+
 def official_question_set(url: str = OFFICIAL_URL, timeout: float = 30.0) -> Path:
-    """Path of the verified official question file, downloading it on first use."""
+    """Path of the official question file, downloading (and checking) it on first use.
+
+    With `QWEN_DEMO_EVAL_FILE` set, that file, unchecked here: `is_official` tells whether it
+    is the official set."""
     local = os.environ.get(ENV_FILE)
     if local:
         if not Path(local).is_file():
             raise DataError(f"{ENV_FILE} points at a missing file: {local}")
         return Path(local)
     target = cache_dir() / FILE_NAME
-    if target.is_file() and sha256_of(target) == OFFICIAL_SHA256:
+    if is_official(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     _download(url, target, timeout)

@@ -1,6 +1,8 @@
 """The question sets the benchmark offers by name, and how a command line picks one.
 
 - `official`: the course's 358 questions, downloaded once and checked (`eval_data.download`);
+  a file given by `QWEN_DEMO_EVAL_FILE` is labelled official only if its SHA-256 is the
+  official one (`question_set_label`), else a custom set;
 - `sample`: 24 questions with reference answers written for this project, shipped in the
   package (`sample_gpu_qa.txt`), so a benchmark runs on a machine that cannot download.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from eval_data.download import DataError, official_question_set
+from eval_data.download import DataError, is_official, official_question_set
 from eval_data.loader import QAPair, load_course_file
 
 SAMPLE_FILE = Path(__file__).with_name("sample_gpu_qa.txt")
@@ -27,6 +29,13 @@ def question_set_path(name: str) -> Path:
     if name == "official":
         return official_question_set()
     raise ValueError(f"unknown question set {name!r}; choose from {', '.join(QUESTION_SETS)}")
+
+
+def question_set_label(name: str, path: Path) -> str:
+    """A named set's label for reports: `official` only for the file with the official SHA-256."""
+    if name == "official" and not is_official(path):
+        return f"a custom question set ({path.name}: not the official file, its SHA-256 differs)"
+    return QUESTION_SETS[name]
 
 
 def add_question_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,4 +68,4 @@ def questions_from_args(args: argparse.Namespace) -> tuple[list[QAPair], str]:
             f"{str(err).rstrip('.')}. Or run the built-in sample, which needs no download: "
             "--question-set sample."
         ) from None
-    return load_course_file(path), QUESTION_SETS[args.question_set]
+    return load_course_file(path), question_set_label(args.question_set, path)

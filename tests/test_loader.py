@@ -1,8 +1,19 @@
-"""eval_data.loader: both published layouts give the official 358 pairs; bad files fail clearly."""
+"""eval_data.loader: both published layouts give the official 358 pairs; bad files fail clearly;
+a question file counts as the official set only with the official SHA-256."""
+
+import argparse
 
 import pytest
 
-from eval_data import FormatError, load_course_file, parse_course_text
+from eval_data import (
+    QUESTION_SETS,
+    FormatError,
+    is_official,
+    load_course_file,
+    parse_course_text,
+    questions_from_args,
+)
+from eval_data.download import ENV_FILE
 
 
 def test_official_file_matches_the_official_pairs(official_file, seed_details):
@@ -53,3 +64,27 @@ def test_missing_and_binary_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x81garbage")
     with pytest.raises(FormatError, match="not UTF-8"):
         load_course_file(binary)
+
+
+def ask_official(monkeypatch, path):
+    """`--question-set official` with QWEN_DEMO_EVAL_FILE pointing at `path`."""
+    monkeypatch.setenv(ENV_FILE, str(path))
+    return questions_from_args(argparse.Namespace(data=None, question_set="official"))
+
+
+def test_the_official_label_needs_the_official_hash(official_file, tmp_path, monkeypatch):
+    pairs, label = ask_official(monkeypatch, official_file)
+    assert is_official(official_file) and label == QUESTION_SETS["official"]
+    broken = tmp_path / official_file.name  # the same name, one answer's text changed
+    text = official_file.read_text(encoding="utf-8-sig")
+    broken.write_text(text.replace(pairs[0].reference, pairs[0].reference + "。", 1), "utf-8")
+    broken_pairs, label = ask_official(monkeypatch, broken)
+    assert not is_official(broken) and len(broken_pairs) == 358  # still usable
+    assert label != QUESTION_SETS["official"] and "custom" in label and "SHA-256" in label
+
+
+def test_a_stand_in_for_the_official_file_is_labelled_custom(tmp_path, monkeypatch):
+    stand_in = tmp_path / "official_test_358.txt"
+    stand_in.write_text("（1. 问题：什么是 warp？\n答案：32 个线程。\n", encoding="utf-8")
+    pairs, label = ask_official(monkeypatch, stand_in)
+    assert len(pairs) == 1 and label.startswith("a custom question set (official_test_358.txt")
