@@ -17,9 +17,12 @@ from starlette.responses import JSONResponse
 from engine import EngineBusy, EngineService, EngineUnavailable, ServerStopping
 
 RETRY_AFTER_S = "5"
-# Open without the token: they reveal nothing about the model's output or its load beyond
-# "ready or not" (`/stats` and `/metrics`, aggregate load figures, need the token where one
-# is set; without one they are open, as `vllm serve` leaves `/metrics`).
+# Open without the token where one is set. What they tell anyone: `/health` and `/ping`,
+# whether the engine is alive; `/version`, vLLM's version; the docs and `/openapi.json`, the
+# routes; the course's `GET /`, the engine's phase, with its start-up message and progress
+# until it is ready (`server.course.readiness`). None tells the load or anything of a request:
+# `/stats` (requests in flight, queues) and `/metrics` need the token. Without a token every
+# route is open, as `vllm serve` leaves `/metrics`.
 PUBLIC_PATHS = frozenset(
     {
         "/health",
@@ -45,7 +48,9 @@ NOT_GENERATING = frozenset(
 NOT_GENERATING_SUFFIXES = ("/render", "/derender", "/cancel")
 # vLLM routes that resize the engine (elastic expert parallelism): never offered here.
 DISABLED_PATHS = frozenset({"/scale_elastic_ep", "/is_scaling_elastic_ep"})
-# Served whatever the engine is doing (the course's readiness probe and load figures).
+# No readiness or admission check, so they answer whatever the engine is doing: the course's
+# readiness probe `/` and load figures `/stats` (behind the token where one is set), and the
+# UI workers' status and restart on the private socket.
 ALWAYS_PATHS = frozenset({"/", "/stats", "/internal/status", "/internal/restart"})
 
 
