@@ -1,8 +1,11 @@
-"""What accelerators are present, asked of NVML so that the serving process never touches CUDA.
+"""What accelerators are present, asked of NVML (or nvidia-smi) so that the serving process
+never touches CUDA.
 
 (vLLM's engine processes own the GPUs; initialising CUDA here first would slow their start and
 waste GPU memory.) `gpus()` lists the GPUs this process may use, in CUDA's order, honouring
-`CUDA_VISIBLE_DEVICES`; `vllm_build()` tells which vLLM build is installed.
+`CUDA_VISIBLE_DEVICES`; `vllm_build()` tells which vLLM build is installed, `runs_on_cpu()`
+whether the engine runs on the CPU, and `placement(config)` where a configuration's engine runs,
+for the status line.
 
     python -m engine.devices     # what the app would see here
 """
@@ -177,11 +180,6 @@ def placement(config) -> dict:
             f"--data-parallel-size auto uses all {len(seen)}"
         )
     return {"device": device, "data_parallel": ranks, "idle_gpus": idle}
-
-
-def device_name(config) -> str:
-    """Human-readable device of a configuration: 'CPU', or the GPUs it uses."""
-    return placement(config)["device"]
 
 
 def main() -> int:

@@ -84,12 +84,12 @@ def test_the_installed_vllm_build_is_recognised():
         assert devices.runs_on_cpu()
 
 
-def test_device_name(monkeypatch):
+def test_placement_names_the_cpu_or_the_one_gpu_used(monkeypatch):
     from engine.profiles import make_config
 
     monkeypatch.setattr(devices, "runs_on_cpu", lambda: True)
-    assert devices.device_name(make_config("hopper")) == "CPU"  # whatever the profile
+    assert devices.placement(make_config("hopper"))["device"] == "CPU"  # whatever the profile
     two = tuple(parse_nvidia_smi(SMI))
     monkeypatch.setattr(devices, "runs_on_cpu", lambda: False)
     monkeypatch.setattr(devices, "gpus", lambda: two)
-    assert devices.device_name(make_config("hopper")) == "NVIDIA H100 80GB HBM3"
+    assert devices.placement(make_config("hopper"))["device"] == "NVIDIA H100 80GB HBM3"
