@@ -1,9 +1,9 @@
 """The engine as a service: its own event-loop thread, a watchdog, restarts and a clean stop.
 
 The engine runs on one loop of its own (`engine-loop` thread); the HTTP server runs on the
-same loop, and other threads hop over with `submit`, `call` (a coroutine's result) and `relay`
-(an async generator's items); cancelling the caller cancels the work on the engine loop,
-which aborts its requests in vLLM.
+same loop, and other threads hop over with `submit` (a coroutine, as a thread-safe future) and
+`relay` (an async generator's items, on the caller's loop); cancelling either cancels the work
+on the engine loop, which aborts its requests in vLLM.
 
     service = EngineService(config); service.start()
     service.stop()        # requests in flight end with "the server is shutting down"
@@ -172,14 +172,6 @@ class EngineService:
     def submit(self, coro: Awaitable) -> concurrent.futures.Future:
         """Run a coroutine on the engine loop; returns a thread-safe future."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
-    async def call(self, make: Callable[[Engine], Awaitable]):
-        """Await `make(engine)` on the engine loop from any other loop."""
-        future = self.submit(make(self.engine))
-        try:
-            return await asyncio.wrap_future(future)
-        finally:
-            future.cancel()
 
     async def relay(self, make: Callable[[Engine], AsyncIterator]) -> AsyncIterator:
         """Iterate `make(engine)` on the engine loop, yielding its items on the caller's loop.

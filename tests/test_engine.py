@@ -30,6 +30,11 @@ def collect(service, messages, params, thinking=True):
     return asyncio.run(run())
 
 
+def on_engine(service, make, timeout=300.0):
+    """`make(engine)`'s result, awaited on the engine's loop as the server's routes await it."""
+    return service.submit(make(service.engine)).result(timeout=timeout)
+
+
 def wait_idle(service, timeout=30.0):
     async def run():
         for _ in range(int(timeout / 0.1)):
@@ -139,18 +144,12 @@ def test_bad_sampling_values_are_refused(service, params, message):
 def test_batch_keeps_order_and_exact_lengths(service):
     lengths = [5, 1, 9, 3, 7]
 
-    async def run():
-        async def make(engine):
-            prompts = [engine.chat_prompt(f"问题 {n}") for n in lengths]
-            params = [replace(GREEDY, max_new_tokens=n, ignore_eos=True) for n in lengths]
-            return [c async for c in engine.generate_many(prompts, params)]
+    async def make(engine):
+        prompts = [engine.chat_prompt(f"问题 {n}") for n in lengths]
+        params = [replace(GREEDY, max_new_tokens=n, ignore_eos=True) for n in lengths]
+        return [c async for c in engine.generate_many(prompts, params)]
 
-        return await service.call(lambda e: _gather(make(e)))
-
-    async def _gather(coro):
-        return await coro
-
-    done = asyncio.run(run())
+    done = on_engine(service, make)
     assert sorted(c.index for c in done) == list(range(5))
     assert {c.index: c.output_tokens for c in done} == dict(enumerate(lengths))
 
@@ -165,7 +164,7 @@ def test_answer_all_answers_every_question_in_order(service, tokenizer):
         async def run(engine):
             return await answer_all(engine, batch, params)
 
-        return asyncio.run(service.call(run))
+        return on_engine(service, run)
 
     answers = ask(questions)
     assert len(set(answers)) == len(questions), answers  # a reordering would show
@@ -173,17 +172,14 @@ def test_answer_all_answers_every_question_in_order(service, tokenizer):
 
 
 def test_admission_limit_refuses_instead_of_queueing_forever(service):
-    async def run():
-        async def make(engine):
-            n = engine.config.admission_limit + 1
-            prompts = [engine.chat_prompt("q")] * n
-            async for _ in engine.generate_many(prompts, [GREEDY] * n):
-                pass
-
-        await service.call(make)
+    async def make(engine):
+        n = engine.config.admission_limit + 1
+        prompts = [engine.chat_prompt("q")] * n
+        async for _ in engine.generate_many(prompts, [GREEDY] * n):
+            pass
 
     with pytest.raises(EngineBusy, match="server busy"):
-        asyncio.run(run())
+        on_engine(service, make)
     assert wait_idle(service) == 0
 
 
@@ -197,7 +193,7 @@ def run_batch(service, n: int, hold: bool, tokens: int = 4):
         done = [c async for c in engine.generate_many(prompts, params, hold=hold)]
         return done, list(engine.counters.steps), sum(len(p) for p in prompts)
 
-    return asyncio.run(service.call(make))
+    return on_engine(service, make)
 
 
 def test_a_held_batch_is_all_in_the_engine_before_its_first_step(service):
