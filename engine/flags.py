@@ -14,7 +14,7 @@ import types
 import typing
 
 from engine.config import EngineConfig
-from engine.profiles import FULL_CONTEXT, PROFILE_NAMES, make_config
+from engine.profiles import ALIASES, FULL_CONTEXT, PROFILE_NAMES, make_config
 
 # Settings with no flag of their own: set by the profile or by the flags below.
 NOT_FLAGS = frozenset(
@@ -113,7 +113,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile",
         default="auto",
         choices=PROFILE_NAMES,
-        help="named engine settings; auto picks from the GPU found (default)",
+        help="named engine settings; auto picks from the GPU found (default); earlier names: "
+        + ", ".join(f"{old} = {new}" for old, new in ALIASES.items()),
     )
     group.add_argument(
         "--thinking",

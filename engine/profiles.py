@@ -7,8 +7,9 @@ finds and fits it to the card's memory.
 Family profiles: `cpu` (vLLM's CPU backend), `volta-turing` (compute 7.x: fp16), `ampere-ada`
 (8.x: bf16), `hopper` (9.x, tuned on the H100 and H200), `blackwell` (10.x and 12.x: the course
 system's tuning from its RTX 5090). For comparison: `rtx5090` (that tuning exactly as the course
-shipped it) and `vllm-defaults` (vLLM as shipped). `turing`, `ampere` and `h100`, the names
-of earlier releases, still work.
+shipped it) and `untuned` (vLLM's own choice of every setting that sets the speed, within the
+app's bounds: not vLLM's defaults, see the profile). `turing`, `ampere`, `h100` and
+`vllm-defaults`, the names of earlier releases, still work.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from engine.config import BENCH_BATCH, EngineConfig
 if TYPE_CHECKING:
     from engine.devices import Gpu
 
-# CUDA-graph batch sizes of every tuned GPU profile, cut at its max_num_seqs (`graph_sizes`).
+# CUDA-graph batch sizes of the tuned GPU profiles (volta-turing, ampere-ada, hopper), cut at
+# their max_num_seqs (`graph_sizes`).
 GRAPH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 320, 360, 384, 448, 512)
 
 
@@ -30,8 +32,9 @@ def graph_sizes(max_num_seqs: int) -> tuple[int, ...]:
     return (*(s for s in GRAPH_SIZES if s < max_num_seqs), max_num_seqs)
 
 
-# Settings the tuned GPU profiles share (measured on the H100 and H200, BENCHMARKS.md): the
-# engine core's Python, not the GPU, limits a batch of 358 on a 0.6B model.
+# Settings the tuned GPU profiles (volta-turing, ampere-ada, hopper) share, measured on the H100
+# and H200 (BENCHMARKS.md): the engine core's Python, not the GPU, limits a batch of 358 on a
+# 0.6B model. `blackwell` takes the course system's tuning instead.
 _TUNED_GPU = dict(
     async_scheduling=True,
     stream_interval=16,
@@ -52,8 +55,9 @@ _TUNED_GPU = dict(
 )
 
 # The course system's tuning on its RTX 5090: FP8 weights and KV cache, torch.compile,
-# CUDA graphs sized for the batch of 358; bf16 instead of its fp16 (FlashAttention 3 refuses
-# fp16 with an FP8 KV cache).
+# CUDA graphs sized for the batch of 358, prefix caching; bf16 instead of its fp16
+# (FlashAttention 3 refuses fp16 with an FP8 KV cache). Scheduling and the stream interval (1)
+# are vLLM's.
 _COURSE_RTX5090 = dict(
     dtype="bfloat16",
     quantization="fp8",
@@ -112,10 +116,20 @@ PROFILES: dict[str, dict] = {
     # Blackwell: the course system's tuning, with the tuned profiles' context for chats.
     "blackwell": dict(_COURSE_RTX5090, max_model_len=4096),
     "rtx5090": dict(_COURSE_RTX5090),
-    "vllm-defaults": dict(max_model_len=512),
+    # vLLM's own choice of dtype, KV cache, attention, torch.compile, CUDA graphs, async
+    # scheduling, prefix caching (on), batched tokens and stream interval (1), within bounds
+    # that are not vLLM 0.32's defaults: a 512-token context (vLLM: the model's 40,960), 512
+    # sequences (`vllm serve`: 1024 on an H100 or H200, 256 on smaller cards), 0.85 of the
+    # memory (vLLM: 0.92), and the admission limit every profile has.
+    "untuned": dict(max_model_len=512, max_num_seqs=512, gpu_memory_utilization=0.85),
 }
-# Names of earlier releases.
-ALIASES = {"turing": "volta-turing", "ampere": "ampere-ada", "h100": "hopper"}
+# Names of earlier releases (`vllm-defaults` measured what `untuned` sets, BENCHMARKS.md).
+ALIASES = {
+    "turing": "volta-turing",
+    "ampere": "ampere-ada",
+    "h100": "hopper",
+    "vllm-defaults": "untuned",
+}
 PROFILE_NAMES = ("auto", *PROFILES, *ALIASES)
 
 # The profile of each GPU family (engine.devices.FAMILIES names them).

@@ -1,7 +1,7 @@
 """The same workloads through vLLM's offline `LLM.generate` (no service, no streaming).
 
     python -m perf.bare --workload replay,full --runs 3 --model qwen3-0.6b-random \
-        --profile h100 [--in-process] --out bare.json
+        --profile hopper [--in-process] --out bare.json
     python -m perf.bare --question-set sample --model tiny-random --profile cpu --limit 8
 
 One engine start for all workloads; with several, writes `bare.<workload>.json` beside

@@ -1,10 +1,10 @@
 """Side-by-side engine settings on one machine: each variant gets a fresh engine.
 
-    python -m perf.compare --variants vllm-defaults,rtx5090,h100 --workloads replay,full \
+    python -m perf.compare --variants untuned,rtx5090,h100 --workloads replay,full \
         --runs 3 --model qwen3-0.6b-random --out results/
 
 Runs `python -m bench` once per variant (all workloads on one engine start) and, with
-`--bare`, vLLM's offline `LLM.generate` with the h100 settings (`python -m perf.bare`); prints
+`--bare`, vLLM's offline `LLM.generate` with the hopper profile (`python -m perf.bare`); prints
 a Markdown table of every run, the median and the start-up time. Flags after `--` go to every
 run.
 """
@@ -23,24 +23,25 @@ from perf.offline import command_parser
 
 ALL_SIZES = ",".join(map(str, [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]))
 
-# name -> extra `python -m bench` flags
+# name -> extra `python -m bench` flags (the `h100` variants are the hopper profile, tuned there)
 VARIANTS = {
-    "vllm-defaults": ["--profile", "vllm-defaults"],
+    "untuned": ["--profile", "untuned"],
     "rtx5090": ["--profile", "rtx5090"],
-    "h100": ["--profile", "h100"],
-    "h100-second": ["--profile", "h100"],  # run after h100: a start with a warm compile cache
-    "h100-prefix": ["--profile", "h100", "--enable-prefix-caching", "true"],
-    "h100-eager": ["--profile", "h100", "--compile-backend", "eager"],
-    "h100-allgraphs": ["--profile", "h100", "--cudagraph-capture-sizes", ALL_SIZES],
-    "h100-piecewise": ["--profile", "h100", "--cudagraph-mode", "PIECEWISE"],
-    "h100-bf16kv": ["--profile", "h100", "--kv-cache-dtype", "auto"],
-    "h100-triton": ["--profile", "h100", "--attention-backend", "TRITON_ATTN"],
-    "h100-seqs384": ["--profile", "h100", "--max-num-seqs", "384"],
-    "h100-stream1": ["--profile", "h100", "--stream-interval", "1"],
-    "h100-block64": ["--profile", "h100", "--block-size", "64"],
-    "h100-nostats": ["--profile", "h100", "--disable-log-stats", "true"],
-    "h100-seqs358": ["--profile", "h100", "--max-num-seqs", "358"],
+    "h100": ["--profile", "hopper"],
+    "h100-second": ["--profile", "hopper"],  # run after h100: a start with a warm compile cache
+    "h100-prefix": ["--profile", "hopper", "--enable-prefix-caching", "true"],
+    "h100-eager": ["--profile", "hopper", "--compile-backend", "eager"],
+    "h100-allgraphs": ["--profile", "hopper", "--cudagraph-capture-sizes", ALL_SIZES],
+    "h100-piecewise": ["--profile", "hopper", "--cudagraph-mode", "PIECEWISE"],
+    "h100-bf16kv": ["--profile", "hopper", "--kv-cache-dtype", "auto"],
+    "h100-triton": ["--profile", "hopper", "--attention-backend", "TRITON_ATTN"],
+    "h100-seqs384": ["--profile", "hopper", "--max-num-seqs", "384"],
+    "h100-stream1": ["--profile", "hopper", "--stream-interval", "1"],
+    "h100-block64": ["--profile", "hopper", "--block-size", "64"],
+    "h100-nostats": ["--profile", "hopper", "--disable-log-stats", "true"],
+    "h100-seqs358": ["--profile", "hopper", "--max-num-seqs", "358"],
 }
+RENAMED = {"vllm-defaults": "untuned"}  # variant names of earlier releases
 
 
 def _run(module: str, args, target: Path, log: Path, flags: list[str]) -> int:
@@ -90,17 +91,17 @@ def run_variant(name: str, flags: list[str], args, out: Path) -> list[dict]:
 
 
 def run_bare(args, out: Path) -> list[dict]:
-    """vLLM's offline LLM.generate with the h100 settings: engine core in its own process
+    """vLLM's offline LLM.generate with the hopper profile: engine core in its own process
     (vLLM's default), then in this one; all workloads on one engine start each."""
     return [
         *_run_rows(
-            "bare LLM.generate (h100)", "perf.bare", "bare", ["--profile", "h100"], args, out
+            "bare LLM.generate (h100)", "perf.bare", "bare", ["--profile", "hopper"], args, out
         ),
         *_run_rows(
             "bare LLM.generate, in-process core (h100)",
             "perf.bare",
             "bare-inproc",
-            ["--profile", "h100", "--in-process"],
+            ["--profile", "hopper", "--in-process"],
             args,
             out,
         ),
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_parser("python -m perf.compare", __doc__)
     parser.add_argument(
         "--variants",
-        default="vllm-defaults,rtx5090,h100",
+        default="untuned,rtx5090,h100",
         help=f"comma-separated, from: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--workloads", type=workload_list, default=["replay", "full"])
@@ -137,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("extra", nargs="*", help="flags passed to every run (after --)")
     args = parser.parse_args(argv)
-    unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+    names = [RENAMED.get(v, v) for v in args.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant {unknown[0]!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in filter(None, args.variants.split(",")):
+    for name in names:
         rows += run_variant(name, VARIANTS[name], args, args.out)
         print(table(rows[-len(args.workloads) :]), flush=True)
     if args.bare:

@@ -1,6 +1,6 @@
 """The product end to end on a GPU machine: start `app.py`, use it as people do, stop it.
 
-    python -m perf.e2e --out runs/e2e -- --profile h100 --model MODEL --data-parallel-size 2
+    python -m perf.e2e --out runs/e2e -- --profile hopper --model MODEL --data-parallel-size 2
 
 Starts the app on free loopback ports, waits until its engine is ready, then:
 1. streams a chat reply through Gradio's client (`/chat`): chunks, time to the first one;

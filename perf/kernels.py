@@ -1,6 +1,6 @@
 """Where a batch's time goes: GPU kernels against host Python, one engine, in this process.
 
-    python -m perf.kernels --profile h100 --model qwen3-0.6b-random --workload full --out prof/
+    python -m perf.kernels --profile hopper --model qwen3-0.6b-random --workload full --out prof/
     python -m perf.kernels --question-set sample --model tiny-random --profile cpu --limit 8
 
 Runs vLLM's offline `LLM.generate` with the engine core in this process

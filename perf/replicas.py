@@ -1,6 +1,6 @@
 """Several engines sharing one GPU: does splitting the batch across engine processes help?
 
-    python -m perf.replicas --replicas 2 --workload full --runs 3 --profile h100 \
+    python -m perf.replicas --replicas 2 --workload full --runs 3 --profile hopper \
         --model qwen3-0.6b-random
     python -m perf.replicas --question-set sample --model tiny-random --profile cpu --limit 8
 

@@ -2,7 +2,7 @@
 
     python -m perf.serving --out runs/serving -- --profile hopper --model MODEL
     python -m perf.serving --out runs/vllm --target vllm-serve -- MODEL --load-format dummy
-    python -m perf.serving --out runs/old --root ../old-checkout -- --profile h100 --model MODEL
+    python -m perf.serving --out runs/old --root ../old-checkout -- --profile hopper --model MODEL
     python -m perf.serving --out runs/kill --users 16 --concurrency none --stop kill9 -- ...
 
 For the app: start `app.py` in a process group of its own and wait until it is ready; run

@@ -29,13 +29,40 @@ def test_profiles_differ_where_they_should():
         "hopper",
         "blackwell",
         "rtx5090",
-        "vllm-defaults",
+        "untuned",
     }
     kwargs = engine_kwargs(hopper, MODEL)
     assert kwargs["enable_prefix_caching"] is False
     sizes = kwargs["cudagraph_capture_sizes"]  # a CUDA graph that covers the batch of 358
     assert min(s for s in sizes if s >= BENCH_BATCH) - BENCH_BATCH <= 2
     assert max(sizes) == hopper.max_num_seqs and sizes == sorted(sizes)
+
+
+def test_untuned_sets_its_bounds_and_leaves_the_rest_to_vllm():
+    kwargs = engine_kwargs(make_config("untuned"), MODEL)
+    assert (kwargs["max_model_len"], kwargs["max_num_seqs"]) == (512, 512)
+    assert kwargs["gpu_memory_utilization"] == 0.85  # vLLM 0.32's default is 0.92
+    assert kwargs["stream_interval"] == 1 and kwargs["dtype"] == "auto"  # vLLM's own
+    for left_to_vllm in (
+        "async_scheduling",
+        "enable_prefix_caching",
+        "cudagraph_capture_sizes",
+        "compilation_config",
+        "max_num_batched_tokens",
+        "attention_backend",
+    ):
+        assert left_to_vllm not in kwargs
+
+
+def test_the_course_tuning_streams_every_token_and_the_tuned_profiles_every_16():
+    for name in ("blackwell", "rtx5090", "cpu", "untuned"):
+        assert make_config(name).stream_interval == 1
+    for name in ("volta-turing", "ampere-ada", "hopper"):
+        tuned = make_config(name)
+        assert tuned.stream_interval == 16 and tuned.enable_prefix_caching is False
+        assert tuned.compile_backend == "none"
+    course = make_config("blackwell")
+    assert course.enable_prefix_caching and course.compile_backend is None  # torch.compile
 
 
 def test_earlier_names_are_aliases():
