@@ -5,10 +5,19 @@ port with the course evaluator's routes and vLLM's OpenAI-compatible server.
     python app.py --share --auth me:pw --operator-key KEY   # public link, with logins
     python app.py --help                 # every flag
 
-This process runs the engine and the HTTP API on one event loop. The UI runs in worker
-processes of its own (`python -m ui`, on loopback), which reach the engine over a private
-socket, behind the front (`launch.ui_front`, Caddy) that holds the UI's public port. Who may
-restart the engine and run benchmarks is decided here, from who can reach the app
+The app's processes:
+- this one: the engine (vLLM's `AsyncLLM`) and the HTTP API on one event loop, serving the API
+  port and a private Unix socket for the UI (`engine.service`, `server`);
+- vLLM's engine core, one process per data-parallel rank on this host, in a process group of
+  their own (`engine.children`);
+- the UI workers (`python -m ui`, Gradio, on loopback; `--ui-workers`, `launch.ui_process`),
+  which reach the engine over the private socket;
+- the front on the UI's public port (`python -m launch.ui_front`, which becomes Caddy), keeping
+  each browser on its worker;
+- a watcher that ends the processes this one started (vLLM's, the UI's) should it be killed
+  outright (`launch.reaper`).
+
+Who may restart the engine and run benchmarks is decided here, from who can reach the app
 (`launch.exposure`), and handed to every worker. Ctrl-C or SIGTERM (to this process or to its
 whole group) stops them all: replies in flight end with "the server is shutting down", then
 everything exits with status 0 within seconds; a second signal ends it at once.
