@@ -38,6 +38,7 @@ from engine import DEFAULT_MODEL, EngineService, add_config_arguments, config_fr
 from engine.models import HUBS, cached_model, can_download  # noqa: E402
 from launch.signals import StopSignals  # noqa: E402
 from launch.ui_process import auto_workers  # noqa: E402
+from launch.ui_warmup import warm_in_background  # noqa: E402
 
 OFFLINE_FALLBACK = "tiny-random"
 
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "GPU. Add --auth USER:PASS.",
             flush=True,
         )
-    status, announced = 0, False
+    status, announced, warming = 0, False, None
     while not signals.wait(0.5):
         if not ui.check():
             print(f"error: the UI could not listen on port {args.port}", file=sys.stderr)
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         if not announced and ui.served():  # the link is printed once it serves the page
             announced = True
             print(f"* Running on local URL: http://{args.host}:{args.port}", flush=True)
+        if announced and warming is None and service.status().ready:
+            warming = warm_in_background(ui.worker_urls, args.auth)
     began = time.monotonic()
     print(f"[app] {signals.name if status == 0 else 'error'}: shutting down", flush=True)
     service.stop()  # replies in flight end with "the server is shutting down"

@@ -24,6 +24,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 
+import uvloop
+
 from engine.children import stop_engine_processes
 from engine.config import EngineConfig
 from engine.engine import Engine
@@ -48,7 +50,8 @@ class EngineService:
         self.engine = Engine(config, self.before_ready)
         self.restarts = 0
         self.closing = False
-        self._loop = asyncio.new_event_loop()
+        # uvloop, as `vllm serve` runs its server: every streamed event crosses this loop.
+        self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="engine-loop", daemon=True
         )

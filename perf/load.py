@@ -24,7 +24,9 @@ histogram from `/metrics`, before and after), for UI sessions when Gradio began 
 (its `process_starts` message: the time the queue and the front took), the chunks per session
 and every failure (an HTTP error, an error event, a stream without text, a timeout).
 `gradio_client` is not used: with several jobs per client it adds seconds of its own under
-concurrency.
+concurrency. Above 256 users a wave is spread over several processes (one per 256 users, or
+`--processes N`), which open their pages, then start their sessions at one agreed moment: one
+Python process streaming 1,000 sessions is itself the limit. The table says how many it used.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Wave:
     failures: int
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    processes: int = 1  # load-generating processes the wave's sessions were spread over
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -322,31 +325,122 @@ async def api_user(target: Target, question: str, req: Request, start: float, ta
     return session
 
 
+USERS_PER_PROCESS = 256
+
+
+def processes_for(users: int, asked: int | None) -> int:
+    """Load-generating processes for a wave: `asked`, or one per 256 users (one Python process
+    streaming 1,000 sessions is itself the limit), never more than the users."""
+    return max(1, min(users, asked or -(-users // USERS_PER_PROCESS)))
+
+
 async def run_wave(
-    client, target: Target, path: str, users: int, req: Request, timeout: float, cold: bool
+    client,
+    target: Target,
+    path: str,
+    users: int,
+    req: Request,
+    timeout: float,
+    cold: bool,
+    processes: int = 1,
 ) -> Wave:
     """Start `users` sessions on `path` at once, each from a client of its own (`client` only
-    watches the engine); summarise them."""
+    watches the engine), spread over `processes` processes that start together; summarise."""
     await target.wait_idle(client)
-    tabs = [Tab(httpx.Timeout(timeout, connect=30)) for _ in range(users)]
+    shares = [list(range(users))[p::processes] for p in range(processes)]
+    if processes == 1:
+        tabs = [Tab(httpx.Timeout(timeout, connect=30)) for _ in range(users)]
+        try:
+            if path == "ui" and not cold:
+                await asyncio.gather(*(tab.open_page(target) for tab in tabs))
+            before = histogram(await target.metrics(client), TTFT_METRIC)
+            sessions, wall = await _sessions(target, path, req, timeout, tabs, shares[0])
+        finally:
+            await asyncio.gather(*(tab.close() for tab in tabs))
+    else:
+        async with _Spread(target, path, req, timeout, cold, shares) as spread:
+            before = histogram(await target.metrics(client), TTFT_METRIC)
+            sessions, wall = await spread.run()
+    after = histogram(await target.metrics(client), TTFT_METRIC)
+    wave = summarise(path, users, sessions, before, after, wall)
+    wave.processes = processes
+    return wave
+
+
+class _Spread:
+    """A wave's sessions over several processes: each opens its users' pages, says it is
+    ready, and starts its sessions at one wall-clock moment given to all, so the sessions'
+    times (from that moment) are comparable across processes."""
+
+    def __init__(self, target, path, req, timeout, cold, shares):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no copy of this process's loop
+        self.pipes, self.children = [], []
+        for share in shares:
+            mine, theirs = context.Pipe()
+            args = (theirs, target, path, req, timeout, cold, share)
+            self.children.append(context.Process(target=_share_process, args=args, daemon=True))
+            self.pipes.append(mine)
+
+    async def __aenter__(self):
+        for child in self.children:
+            child.start()
+        for pipe in self.pipes:  # each has opened its pages
+            message = await asyncio.to_thread(pipe.recv)
+            if message != "ready":
+                raise RuntimeError(f"a load process failed: {message}")
+        return self
+
+    async def run(self) -> tuple[list[Session], float]:
+        start = time.time() + 0.5
+        for pipe in self.pipes:
+            pipe.send(start)
+        sessions: list[Session] = []
+        wall = 0.0
+        for pipe in self.pipes:
+            rows, their_wall = await asyncio.to_thread(pipe.recv)
+            sessions += [Session(**row) for row in rows]
+            wall = max(wall, their_wall)
+        return sessions, wall
+
+    async def __aexit__(self, *exc):
+        for child in self.children:
+            await asyncio.to_thread(child.join, 30)
+            if child.is_alive():
+                child.kill()
+
+
+def _share_process(pipe, target, path, req, timeout, cold, share) -> None:
+    """A load process: its share of a wave's users (see `_Spread`)."""
+    try:
+        asyncio.run(_share(pipe, target, path, req, timeout, cold, share))
+    except Exception as err:  # the parent waits for a message either way
+        pipe.send(f"{type(err).__name__}: {err}")
+
+
+async def _share(pipe, target, path, req, timeout, cold, share) -> None:
+    tabs = [Tab(httpx.Timeout(timeout, connect=30)) for _ in share]
     try:
         if path == "ui" and not cold:
             await asyncio.gather(*(tab.open_page(target) for tab in tabs))
-        before = histogram(await target.metrics(client), TTFT_METRIC)
-        sessions, wall = await _sessions(target, path, req, timeout, tabs)
+        pipe.send("ready")
+        start = await asyncio.to_thread(pipe.recv)
+        await asyncio.sleep(max(0.0, start - time.time()))
+        sessions, wall = await _sessions(target, path, req, timeout, tabs, share)
+        pipe.send(([asdict(s) for s in sessions], wall))
     finally:
         await asyncio.gather(*(tab.close() for tab in tabs))
-    after = histogram(await target.metrics(client), TTFT_METRIC)
-    return summarise(path, users, sessions, before, after, wall)
 
 
-async def _sessions(target, path, req, timeout, tabs) -> tuple[list[Session], float]:
-    """Every tab's session started at once; (the sessions, the wave's wall seconds)."""
+async def _sessions(target, path, req, timeout, tabs, numbers) -> tuple[list[Session], float]:
+    """Every tab's session started at once (user `numbers[i]` on `tabs[i]`); (the sessions,
+    the wave's wall seconds)."""
     user = ui_user if path == "ui" else api_user
     start = time.perf_counter()
 
     async def bounded(i: int) -> Session:
-        question = f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"
+        question = f"{QUESTIONS[numbers[i] % len(QUESTIONS)]} ({numbers[i]})"
         try:
             return await asyncio.wait_for(user(target, question, req, start, tabs[i]), timeout)
         except TimeoutError:
@@ -399,8 +493,9 @@ def table(waves: list[Wave]) -> str:
 
     lines = [
         "| users | path | first p50 / p95 / max s | last p50 / p95 / max s "
-        "| engine TTFT p50 / p95 s | UI handler began p50 / p95 s | chunks min / mean | failures |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine TTFT p50 / p95 s | UI handler began p50 / p95 s | chunks min / mean | failures "
+        "| load processes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for w in waves:
         lines.append(
@@ -410,7 +505,7 @@ def table(waves: list[Wave]) -> str:
             f"| {cell(w.started_p50_s)} / {cell(w.started_p95_s)} "
             f"| {w.chunks_min} / {w.chunks_mean} | {w.failures}"
             + (f" ({w.errors[0][:60]})" if w.errors else "")
-            + " |"
+            + f" | {w.processes} |"
         )
     return "\n".join(lines)
 
@@ -426,8 +521,11 @@ async def run(args: argparse.Namespace) -> list[Wave]:
     for users in args.users:
         for _ in range(args.repeat):
             for path in args.paths:
+                spread = processes_for(users, args.processes)
                 async with httpx.AsyncClient(timeout=timeout) as client:
-                    wave = await run_wave(client, target, path, users, req, args.timeout, args.cold)
+                    wave = await run_wave(
+                        client, target, path, users, req, args.timeout, args.cold, spread
+                    )
                 waves.append(wave)
                 print(table([wave]).splitlines()[-1], flush=True)
     return waves
@@ -459,6 +557,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300, help="seconds per session")
     parser.add_argument(
         "--cold", action="store_true", help="UI users chat from a page that has sent nothing yet"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="load-generating processes per wave (default: one per 256 users)",
     )
     parser.add_argument("--out", default=None, help="write the waves as JSON here")
     args = parser.parse_args(argv)
