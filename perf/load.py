@@ -87,6 +87,7 @@ class Wave:
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     processes: int = 1  # load-generating processes the wave's sessions were spread over
+    sessions: int = 0  # sessions summarised (every user's, from every process)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -363,7 +364,7 @@ async def run_wave(
             sessions, wall = await spread.run()
     after = histogram(await target.metrics(client), TTFT_METRIC)
     wave = summarise(path, users, sessions, before, after, wall)
-    wave.processes = processes
+    wave.processes, wave.sessions = processes, len(sessions)
     return wave
 
 

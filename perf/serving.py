@@ -70,6 +70,17 @@ def wait_ready(url: str, server: subprocess.Popen, timeout: float, app: bool) ->
     raise TimeoutError(f"not ready within {timeout:.0f} s")
 
 
+def wait_ui_warm(log: Path, timeout: float = 90) -> float | None:
+    """Seconds until the app says its UI workers are warm (its `[ui] ... warm in` line), None
+    if it never does (an app from before that warm-up)."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if "UI worker(s) warm in" in log.read_text(errors="replace"):
+            return time.monotonic() - began
+        time.sleep(0.5)
+    return None
+
+
 def start(args, log: Path) -> tuple[subprocess.Popen, str, str | None]:
     """The server under test, its API address and (app only) its UI address."""
     api_port, ui_port = free_port(), free_port()
@@ -331,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     server, api, ui = start(args, log)
     try:
         report["ready_s"] = round(wait_ready(api, server, args.timeout, args.target == "app"), 1)
+        if args.target == "app":
+            warms = (args.root / "launch" / "ui_warmup.py").exists()  # older apps do not
+            warm = wait_ui_warm(log, timeout=90 if warms else 0)
+            report["ui_warm_after_ready_s"] = None if warm is None else round(warm, 1)
         print(f"ready in {report['ready_s']} s", flush=True)
         sampling = (
             start_sampling(server_processes(server), args.py_spy, args.out) if args.py_spy else []
