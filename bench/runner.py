@@ -27,6 +27,7 @@ from bench.submit import submit_batch
 from bench.workloads import BenchmarkSpec, build_params
 from engine import Completion, Engine, answer_text
 from engine.chat import prompt_description
+from engine.engine import Admission
 from eval_data import QAPair
 
 
@@ -93,14 +94,29 @@ def score_answer(prediction: str, reference: str) -> float:
 
 
 async def run_benchmark(
-    engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec, interval: float = 0.25
+    engine: Engine,
+    pairs: list[QAPair],
+    spec: BenchmarkSpec,
+    interval: float = 0.25,
+    admitted: Admission | None = None,
 ) -> AsyncIterator[Progress | BenchmarkResult]:
-    """Run one benchmark on `engine` (its own loop); yield Progress events, then the result."""
+    """Run one benchmark on `engine` (its own loop); yield Progress events, then the result.
+    `admitted`: the room the caller already holds for the run's questions (else it is
+    admitted here, before the prompts are built, so that a busy engine refuses at once)."""
     spec.validate(len(pairs))
     pairs = pairs[: spec.limit]
     thinking = engine.thinking if spec.thinking is None else spec.thinking
     spec = replace(spec, thinking=bool(thinking), submit=spec.submit or "hold")
-    engine.admit(len(pairs))  # before the prompts are built: a busy engine refuses at once
+    with engine.admitted(admitted, len(pairs)) as held:
+        async with aclosing(_run(engine, pairs, spec, interval, held)) as events:
+            async for event in events:
+                yield event
+
+
+async def _run(
+    engine: Engine, pairs: list[QAPair], spec: BenchmarkSpec, interval: float, admitted: Admission
+) -> AsyncIterator[Progress | BenchmarkResult]:
+    """`run_benchmark` once admitted."""
     # Rendering and tokenizing 358 prompts takes a while: off the loop that serves the streams.
     prompts, params = await asyncio.to_thread(_requests, engine, pairs, spec)
     scoring = Scoring() if spec.workload == "answer" else None
@@ -109,7 +125,7 @@ async def run_benchmark(
             await scoring.warm_up()  # before the clock starts
         steps_before = list(engine.counters.steps)[-1:]
         tally = Tally(engine, pairs)
-        batch = _progress(engine, tally, prompts, params, spec, scoring, interval)
+        batch = _progress(engine, tally, prompts, params, spec, scoring, interval, admitted)
         async with aclosing(batch) as events:  # leaving early aborts the batch's requests
             async for event in events:
                 yield event
@@ -235,10 +251,11 @@ async def _progress(
     spec: BenchmarkSpec,
     scoring: Scoring | None,
     interval: float,
+    admitted: Admission,
 ) -> AsyncIterator[Progress]:
     """Submit the batch, tally each request as it finishes, yield a snapshot every `interval`."""
     finished: asyncio.Queue = asyncio.Queue()
-    collector = asyncio.create_task(_collect(engine, prompts, params, spec, finished))
+    collector = asyncio.create_task(_collect(engine, prompts, params, spec, finished, admitted))
     try:
         while not tally.complete:
             try:  # a tick every `interval` even while no request finishes
@@ -262,11 +279,13 @@ async def _progress(
         await asyncio.gather(collector, return_exceptions=True)
 
 
-async def _collect(engine: Engine, prompts, params, spec: BenchmarkSpec, finished) -> None:
+async def _collect(
+    engine: Engine, prompts, params, spec: BenchmarkSpec, finished, admitted: Admission
+) -> None:
     """Put each finished request of the batch, or the error that ended it, on `finished`."""
     try:
         async for done in submit_batch(
-            engine, prompts, params, spec.submit, prefix=f"bench-{spec.workload}"
+            engine, prompts, params, spec.submit, f"bench-{spec.workload}", admitted
         ):
             finished.put_nowait(done)
     except Exception as err:

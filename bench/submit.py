@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import replace
 
 from engine import Completion, Engine, GenerationParams
+from engine.engine import Admission
 
 SUBMIT_MODES = ("hold", "direct", "legacy")
 
@@ -24,23 +26,41 @@ async def submit_batch(
     params: Sequence[GenerationParams],
     mode: str = "hold",
     prefix: str = "bench",
+    admitted: Admission | None = None,
 ) -> AsyncIterator[Completion]:
-    """Each request of the batch as it finishes (completion order), submitted the `mode` way."""
+    """Each request of the batch as it finishes (completion order), submitted the `mode` way.
+    `admitted`: the room the caller already holds for the batch (else it is admitted here)."""
     if mode not in SUBMIT_MODES:
         raise ValueError(f"submit mode must be one of {', '.join(SUBMIT_MODES)}, got {mode!r}")
     if mode != "legacy":
-        async for done in engine.generate_many(
-            prompts, params, request_prefix=prefix, hold=mode == "hold"
-        ):
-            yield done
+        batch = engine.generate_many(
+            prompts, params, request_prefix=prefix, hold=mode == "hold", admitted=admitted
+        )
+        async with aclosing(batch) as completions:
+            async for done in completions:
+                yield done
         return
-    engine.admit(len(prompts))
+    with engine.admitted(admitted, len(prompts)) as held:
+        async with aclosing(_one_by_one(engine, prompts, params, prefix, held)) as completions:
+            async for done in completions:
+                yield done
+
+
+async def _one_by_one(
+    engine: Engine, prompts, params, prefix: str, admitted: Admission
+) -> AsyncIterator[Completion]:
+    """The `legacy` mode: one `generate_many` call per request, all at once, in the batch's
+    admission."""
     finished: asyncio.Queue = asyncio.Queue()
 
     async def one(i: int) -> None:
         try:
             async for done in engine.generate_many(
-                [prompts[i]], [params[i]], request_prefix=f"{prefix}-{i}", hold=False
+                [prompts[i]],
+                [params[i]],
+                request_prefix=f"{prefix}-{i}",
+                hold=False,
+                admitted=admitted,
             ):
                 finished.put_nowait(replace(done, index=i))
         except Exception as err:  # handed to the consumer below

@@ -17,7 +17,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, aclosing, asynccontextmanager, nullcontext
 from dataclasses import replace
 
 from engine.chat import DEFAULT_SYSTEM_PROMPT, FittedPrompt, chat_prompt_ids, fit_to_context
@@ -35,6 +35,24 @@ from engine.types import (
 from engine.vllm_args import sampling_params, token_prompt
 
 BUSY = "server busy: {queued} requests in the engine, limit {limit}; try again shortly"
+
+
+class Admission:
+    """Room for `count` requests, held in the admission limit from the moment they are let in
+    until their caller lets go (`release`, or leaving the `with` block); releasing is once."""
+
+    def __init__(self, engine: Engine, count: int):
+        self.engine, self.count = engine, count
+
+    def release(self) -> None:
+        self.engine._admitted -= self.count
+        self.count = 0
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 _ENDING: set[asyncio.Task] = set()
@@ -76,20 +94,34 @@ class Engine(EngineLifecycle):
     """The one shared AsyncLLM: admission, prompts and generation on top of its lifecycle."""
 
     _holds = 0  # batches being added while the scheduler is held
+    _admitted = 0  # requests let in and not yet let go (see `admit`)
 
     # ---- admission -------------------------------------------------------------------
-    def admit(self, count: int = 1, ready: bool = True) -> None:
-        """Raise unless the engine can take `count` more requests now: EngineUnavailable
-        (starting, restarting, failed, shutting down) or EngineBusy (the admission limit)."""
+    def admit(self, count: int = 1, ready: bool = True) -> Admission:
+        """The one admission point: reserve room for `count` requests now, or raise
+        EngineUnavailable (starting, restarting, failed, shutting down) or EngineBusy (the
+        admission limit). The room is held until the Admission is released, so callers racing
+        between the check and vLLM's queue cannot both take the last slot."""
         if self.stopping:
             raise self._ended_by
         if self._llm is None or (ready and not self._status.ready):
             raise EngineUnavailable(
                 f"engine not ready: {self._status.phase} ({self._status.message})"
             )
-        queued, limit = self.unfinished_requests(), self.config.admission_limit
+        # vLLM's count can run ahead of ours for a moment (an abort not yet processed, an
+        # OpenAI request with several prompts), so the larger of the two counts.
+        queued, limit = max(self._admitted, self.unfinished_requests()), self.config.admission_limit
         if queued + count > limit:
             raise EngineBusy(BUSY.format(queued=queued, limit=limit))
+        self._admitted += count
+        return Admission(self, count)
+
+    def admitted(
+        self, held: Admission | None, count: int, ready: bool = True
+    ) -> AbstractContextManager:
+        """`held` as it is (its owner lets go of it), or a new admission of `count`, let go of
+        on leaving the `with` block."""
+        return nullcontext(held) if held is not None else self.admit(count, ready)
 
     # ---- prompts ---------------------------------------------------------------------
     def chat_prompt(
@@ -139,11 +171,21 @@ class Engine(EngineLifecycle):
         params: GenerationParams,
         request_id: str | None = None,
         ready: bool = True,
+        admitted: Admission | None = None,
     ) -> AsyncIterator[Chunk]:
         """Stream a reply as text deltas; leaving the loop early aborts the request in vLLM.
 
-        `ready` False: also before the engine says ready (the warm-up)."""
-        self.admit(ready=ready)
+        `ready` False: also before the engine says ready (the warm-up). `admitted`: the room
+        the caller already holds for it (else it is admitted here)."""
+        with self.admitted(admitted, 1, ready):
+            async with aclosing(self._stream(prompt_ids, params, request_id)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    async def _stream(
+        self, prompt_ids: list[int], params: GenerationParams, request_id: str | None
+    ) -> AsyncIterator[Chunk]:
+        """`stream` once admitted."""
         max_tokens = self._max_tokens(prompt_ids, params)
         sampling = sampling_params(params, max_tokens, final_only=False)
         request_id = request_id or f"chat-{uuid.uuid4().hex[:12]}"
@@ -175,16 +217,32 @@ class Engine(EngineLifecycle):
         ready: bool = True,
         request_prefix: str = "batch",
         hold: bool = True,
+        admitted: Admission | None = None,
     ) -> AsyncIterator[Completion]:
         """Submit every prompt as one batch; yield each request as it finishes (completion order).
 
         `hold` (the default) adds every request while vLLM's scheduler is held, so the engine's
         first step already holds the whole batch; otherwise they are added while the engine
-        runs. Closing the iterator early aborts every unfinished request.
+        runs. Closing the iterator early aborts every unfinished request. `admitted`: the room
+        the caller already holds for the batch (else it is admitted here).
         """
         if len(prompts) != len(params):
             raise RequestError("prompts and params differ in length")
-        self.admit(len(prompts), ready=ready)
+        with self.admitted(admitted, len(prompts), ready):
+            batch = self._generate_many(prompts, params, decode, request_prefix, hold)
+            async with aclosing(batch) as completions:
+                async for completion in completions:
+                    yield completion
+
+    async def _generate_many(
+        self,
+        prompts: Sequence[list[int]],
+        params: Sequence[GenerationParams],
+        decode: bool,
+        request_prefix: str,
+        hold: bool,
+    ) -> AsyncIterator[Completion]:
+        """`generate_many` once admitted."""
         samplings = [
             sampling_params(s, self._max_tokens(p, s), final_only=True, detokenize=False)
             for p, s in zip(prompts, params, strict=True)

@@ -6,25 +6,61 @@ No vLLM here: the HTTP layer, the benchmark and the tests use these without impo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
-class RequestError(ValueError):
+class ErrorCode(StrEnum):
+    """The machine-readable code of every refusal the server sends, over every API: clients
+    decide by the code, never by a message's wording (which may change)."""
+
+    BAD_REQUEST = "bad_request"  # the request itself is wrong; sending it again will not help
+    UNAUTHORIZED = "unauthorized"  # missing or wrong bearer token
+    NOT_FOUND = "not_found"  # a route this server does not offer
+    BENCHMARK_RUNNING = "benchmark_running"  # one benchmark at a time, over every UI worker
+    TOO_LARGE = "too_large"  # a body or batch over the server's limit
+    BUSY = "busy"  # past the admission limit: try again shortly
+    NOT_READY = "not_ready"  # starting, restarting or failed
+    SHUTTING_DOWN = "shutting_down"  # the server is stopping
+    INTERNAL = "internal"  # anything else
+
+
+class ServiceError(Exception):
+    """An error the server answers with: its code and HTTP status go with the class."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    http_status: int = 500
+
+    @property
+    def retry_later(self) -> bool:
+        """Whether the same request may succeed later (a 503, sent with Retry-After)."""
+        return self.http_status == 503
+
+
+class RequestError(ServiceError, ValueError):
     """A request the engine will not run (too long, bad sampling values); it keeps serving."""
 
+    code, http_status = ErrorCode.BAD_REQUEST, 422
 
-class EngineUnavailable(RuntimeError):
+
+class EngineUnavailable(ServiceError, RuntimeError):
     """The engine cannot take the request now: starting, failed, restarting or shut down."""
+
+    code, http_status = ErrorCode.NOT_READY, 503
 
 
 class ServerStopping(EngineUnavailable):
     """The server is shutting down: requests in flight end, new ones are refused."""
 
+    code = ErrorCode.SHUTTING_DOWN
+
     def __init__(self, message: str = "the server is shutting down; try again once it is back"):
         super().__init__(message)
 
 
-class EngineBusy(RuntimeError):
+class EngineBusy(ServiceError, RuntimeError):
     """Admitting the request would exceed the configured limit; try again shortly."""
+
+    code, http_status = ErrorCode.BUSY, 503
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine import EngineService
+from engine.types import EngineUnavailable, ServiceError
 from server.course import course_routes
-from server.guard import Guard, error_response
+from server.errors import error_response, with_retry_after
+from server.guard import Guard
 from server.internal import internal_routes
 from server.openai import OpenAIApp
 
@@ -40,17 +42,27 @@ class GuardedApp:
             return
         path = scope["path"]
         mine = path in self.own_paths or self.openai is None
-        refusal = self.guard.refusal(scope, openai_shape=not mine, check_token=self.check_token)
-        if refusal is not None and scope["type"] == "websocket":
+        try:
+            room = self.guard.let_in(scope, admit=not mine, check_token=self.check_token)
+        except ServiceError as err:
+            await self.refuse(err, not mine, scope, receive, send)
+            return
+        with room:  # held until the response has been sent
+            if mine:
+                await self.own(scope, receive, send)
+            elif self.openai.app is None:
+                refusal = EngineUnavailable("the OpenAI API is not up yet")
+                await self.refuse(refusal, True, scope, receive, send)
+            else:
+                await self.openai(scope, receive, with_retry_after(send))
+
+    @staticmethod
+    async def refuse(err: ServiceError, openai_shape: bool, scope, receive, send) -> None:
+        """Turn the request away: an error response, or a policy close for a websocket."""
+        if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
-        elif refusal is not None:
-            await refusal(scope, receive, send)
-        elif mine:
-            await self.own(scope, receive, send)
-        elif self.openai.app is None:
-            await error_response(503, "the OpenAI API is not up yet", True)(scope, receive, send)
         else:
-            await self.openai(scope, receive, send)
+            await error_response(err, openai_shape)(scope, receive, send)
 
 
 def build_apps(

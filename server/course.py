@@ -7,7 +7,8 @@
 
 Each prompt is wrapped in the course prompt (system prompt, question, generation prompt open)
 and answered greedily; the reply's reasoning, if any, is left out. Bad requests get a 4xx with
-`{"error": "..."}`; an engine that cannot take the batch now gets 503 with Retry-After.
+`{"error": "...", "code": "bad_request"}`; an engine that cannot take the batch now gets 503
+with Retry-After and its code (`server.errors`).
 """
 
 from __future__ import annotations
@@ -18,66 +19,60 @@ from dataclasses import replace
 
 from fastapi import APIRouter, Request
 
-from engine import (
-    GREEDY,
-    Engine,
-    EngineBusy,
-    EngineService,
-    EngineUnavailable,
-    GenerationParams,
-    RequestError,
-    answer_text,
-)
-from server.guard import error_response, unavailable
+from engine import GREEDY, Engine, EngineService, GenerationParams, answer_text
+from engine.types import ServiceError
+from server.errors import BadRequest, TooLarge, error_response
 
 MAX_BODY_BYTES = 8 * 2**20
 
 
 def parse_prompts(body: bytes, max_batch: int) -> tuple[list[str], bool]:
-    """Validate a /predict body; return (prompts, was_a_list) or raise ValueError/OverflowError."""
+    """Validate a /predict body; return (prompts, was_a_list) or raise BadRequest/TooLarge."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f'body must be JSON like {{"prompt": "..."}}: {err}') from None
+        raise BadRequest(f'body must be JSON like {{"prompt": "..."}}: {err}') from None
     except RecursionError:
-        raise ValueError("body is JSON nested too deeply") from None
+        raise BadRequest("body is JSON nested too deeply") from None
     if not isinstance(data, dict) or "prompt" not in data:
-        raise ValueError('body must be a JSON object with a "prompt" field')
+        raise BadRequest('body must be a JSON object with a "prompt" field')
     prompt = data["prompt"]
     if isinstance(prompt, str):
         prompts, many = [prompt], False
     elif isinstance(prompt, list):
         prompts, many = prompt, True
         if not prompts:
-            raise ValueError('"prompt" is an empty list: send at least one question')
+            raise BadRequest('"prompt" is an empty list: send at least one question')
         if len(prompts) > max_batch:
-            raise OverflowError(f"batch of {len(prompts)} prompts exceeds the limit of {max_batch}")
+            raise TooLarge(f"batch of {len(prompts)} prompts exceeds the limit of {max_batch}")
         wrong = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
         if wrong:
-            raise ValueError(
+            raise BadRequest(
                 f'"prompt" items must be strings; item {wrong[0]} is '
                 f"{type(prompts[wrong[0]]).__name__}"
             )
     else:
-        raise ValueError(
+        raise BadRequest(
             f'"prompt" must be a string or a list of strings, not {type(prompt).__name__}'
         )
     blank = [i for i, p in enumerate(prompts) if not p.strip()]
     if blank:
-        raise ValueError(f"prompt {blank[0]} is empty" if many else "prompt is empty")
+        raise BadRequest(f"prompt {blank[0]} is empty" if many else "prompt is empty")
     return prompts, many
 
 
 async def answer_all(engine: Engine, questions: list[str], params: GenerationParams) -> list[str]:
     """One answer per question, in order; the whole list goes to the engine as one batch, with
     the engine's course prompt (see `engine.chat.default_thinking`)."""
-    engine.admit(len(questions))  # before the prompts are built: a busy engine refuses at once
-    prompts = await asyncio.to_thread(lambda: [engine.chat_prompt(q) for q in questions])
-    answers = [""] * len(prompts)
-    async for done in engine.generate_many(
-        prompts, [params] * len(prompts), request_prefix="predict"
-    ):
-        answers[done.index] = answer_text(done.text)
+    # Admitted before the prompts are built: a busy engine refuses at once.
+    with engine.admit(len(questions)) as admitted:
+        prompts = await asyncio.to_thread(lambda: [engine.chat_prompt(q) for q in questions])
+        answers = [""] * len(prompts)
+        batch = engine.generate_many(
+            prompts, [params] * len(prompts), request_prefix="predict", admitted=admitted
+        )
+        async for done in batch:
+            answers[done.index] = answer_text(done.text)
     return answers
 
 
@@ -109,6 +104,18 @@ def load(service: EngineService) -> dict:
     }
 
 
+async def _body(request: Request) -> bytes:
+    """The request's body, TooLarge past MAX_BODY_BYTES (told by its length where given)."""
+    too_large = TooLarge(f"body larger than {MAX_BODY_BYTES // 2**20} MiB")
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise too_large
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large
+    return body
+
+
 def course_routes(service: EngineService, max_new_tokens: int = 256) -> APIRouter:
     """The course's routes over `service` (the bearer token is the guard's)."""
     router = APIRouter(tags=["course evaluator"])
@@ -125,24 +132,11 @@ def course_routes(service: EngineService, max_new_tokens: int = 256) -> APIRoute
 
     @router.post("/predict")
     async def predict(request: Request):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return error_response(413, f"body larger than {MAX_BODY_BYTES // 2**20} MiB", False)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return error_response(413, f"body larger than {MAX_BODY_BYTES // 2**20} MiB", False)
         try:
-            prompts, many = parse_prompts(body, service.config.max_batch)
-        except OverflowError as err:
-            return error_response(413, str(err), False)
-        except ValueError as err:
-            return error_response(422, str(err), False)
-        try:
+            prompts, many = parse_prompts(await _body(request), service.config.max_batch)
             answers = await answer_all(service.engine, prompts, params)
-        except RequestError as err:
-            return error_response(422, str(err), False)
-        except (EngineUnavailable, EngineBusy) as err:
-            return unavailable(err, False)
+        except ServiceError as err:
+            return error_response(err)
         return {"response": answers if many else answers[0]}
 
     return router

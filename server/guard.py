@@ -1,22 +1,21 @@
-"""The one guard in front of every HTTP route: the bearer token, readiness and admission, and
-the shape of an error.
+"""The one guard in front of every HTTP route: the bearer token, readiness, and admission for
+vLLM's routes (the course's and the UI's routes admit their requests themselves, knowing how
+many each brings).
 
-Two error shapes, one per family of routes: the course API's `{"error": "message"}` (what its
-evaluator and the UI read) and vLLM's `{"error": {"message", "type", "param", "code"}}` on the
-OpenAI-compatible routes. A request the engine cannot take now gets 503 with `Retry-After`
-in either shape: starting, restarting, shutting down, or past the admission limit (vLLM answers
-its own queue limit with 503 too).
+A request the guard turns away gets the error contract of `server.errors`: a code in either
+shape, and 503 with `Retry-After` when the engine cannot take it now (starting, restarting,
+shutting down, or past the admission limit; vLLM answers its own queue limit with 503 too).
 """
 
 from __future__ import annotations
 
 import secrets
+from contextlib import AbstractContextManager, nullcontext
 
-from starlette.responses import JSONResponse
+from engine import EngineService
+from engine.types import EngineUnavailable, ServerStopping
+from server.errors import NotOffered, Unauthorized
 
-from engine import EngineBusy, EngineService, EngineUnavailable, ServerStopping
-
-RETRY_AFTER_S = "5"
 # Open without the token where one is set. What they tell anyone: `/health` and `/ping`,
 # whether the engine is alive; `/version`, vLLM's version; the docs and `/openapi.json`, the
 # routes; the course's `GET /`, the engine's phase, with its start-up message and progress
@@ -54,27 +53,6 @@ DISABLED_PATHS = frozenset({"/scale_elastic_ep", "/is_scaling_elastic_ep"})
 ALWAYS_PATHS = frozenset({"/", "/stats", "/internal/status", "/internal/restart"})
 
 
-def error_response(status: int, message: str, openai_shape: bool, **headers) -> JSONResponse:
-    """An error in the shape of its route family."""
-    if openai_shape:
-        kind = {
-            401: "AuthenticationError",
-            404: "NotFoundError",
-            413: "BadRequestError",
-            422: "BadRequestError",
-            503: "ServiceUnavailableError",
-        }.get(status, "BadRequestError")
-        body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    else:
-        body = {"error": message}
-    return JSONResponse(body, status_code=status, headers=headers or None)
-
-
-def unavailable(err: Exception, openai_shape: bool) -> JSONResponse:
-    """503 with Retry-After for an engine that cannot take the request now."""
-    return error_response(503, str(err), openai_shape, **{"Retry-After": RETRY_AFTER_S})
-
-
 class Guard:
     """Decides, before any route runs, whether a request is let in."""
 
@@ -84,36 +62,25 @@ class Guard:
         # Whether the OpenAI routes' state belongs to the current engine (server.openai).
         self.is_ready = is_ready or (lambda engine: True)
 
-    def refusal(self, scope, openai_shape: bool, check_token: bool = True) -> JSONResponse | None:
-        """The response that turns this request away, or None to let it through."""
+    def let_in(self, scope, admit: bool, check_token: bool = True) -> AbstractContextManager:
+        """The room the request holds while it runs (an `Admission` for a generating request
+        to vLLM's routes when `admit`); raises the ServiceError that turns it away."""
         path, method = scope["path"], scope.get("method", "GET")
         if path in DISABLED_PATHS:
-            return error_response(404, "not offered by this server", openai_shape)
+            raise NotOffered()
         if check_token and self.token and method != "OPTIONS" and path not in PUBLIC_PATHS:
             if not self.authorized(scope):
-                return error_response(
-                    401,
-                    "missing or wrong bearer token",
-                    openai_shape,
-                    **{"WWW-Authenticate": "Bearer"},
-                )
+                raise Unauthorized()
         if path in ALWAYS_PATHS or path == "/predict":
-            return None  # /predict checks its batch's size itself, in the course's shape
+            return nullcontext()  # /predict checks its batch's size itself
         engine = self.service.engine
-        try:
-            if self.service.closing:
-                raise ServerStopping()
-            if not self.is_ready(engine) or engine.dead_reason():
-                status = engine.status
-                reason = engine.dead_reason() or f"{status.phase} ({status.message})"
-                raise EngineUnavailable(f"engine not ready: {reason}")
-            if method == "POST" and _generates(path):
-                engine.admit(1)
-            else:
-                engine.admit(0)
-        except (EngineBusy, EngineUnavailable) as err:
-            return unavailable(err, openai_shape)
-        return None
+        if self.service.closing:
+            raise ServerStopping()
+        if not self.is_ready(engine) or engine.dead_reason():
+            status = engine.status
+            reason = engine.dead_reason() or f"{status.phase} ({status.message})"
+            raise EngineUnavailable(f"engine not ready: {reason}")
+        return engine.admit(1 if admit and method == "POST" and _generates(path) else 0)
 
     def authorized(self, scope) -> bool:
         for name, value in scope.get("headers", ()):

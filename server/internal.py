@@ -9,60 +9,62 @@
 
 A chat streams one JSON line per engine output: `{"reasoning": "...", "answer": "...",
 "tokens": n}` deltas, then `{"done": true, "tokens", "ttft_s", "elapsed_s", "finish_reason",
-"dropped_turns"}`; an error after the first line is a line `{"error": "...", "status": 503}`.
+"dropped_turns"}`; an error after the first line is a line `{"error": "...", "code": "busy",
+"status": 503}` (`server.errors`).
 The prompt is cut to the context by dropping the oldest turns (`engine.chat.fit_to_context`),
 rendered and tokenized off the engine loop. A benchmark's progress lines carry only the
 samples finished since the line before. One benchmark runs at a time, whichever UI worker asks:
-the server keeps who started it (`owner`, the visitor's Gradio session), so that only they can
-cancel it from any worker.
+the run is claimed in the handler, before its response starts, so that of two requests arriving
+together the second gets 409 `benchmark_running`; the server keeps who started it (`owner`, the
+visitor's Gradio session), so that only they can cancel it from any worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import asdict
 
 from fastapi import APIRouter, Request
 from starlette.responses import StreamingResponse
 
-from bench import BenchmarkError, BenchmarkResult, BenchmarkSpec, run_benchmark
-from engine import (
-    EngineBusy,
-    EngineService,
-    EngineUnavailable,
-    GenerationParams,
-    RequestError,
-)
+from bench import BenchmarkResult, BenchmarkSpec, run_benchmark
+from engine import EngineService, EngineUnavailable, GenerationParams
 from engine.chat import ThinkSplitter
+from engine.engine import Admission
+from engine.types import ServerStopping, ServiceError
 from eval_data import QAPair
 from server.course import load
-from server.guard import error_response, unavailable
+from server.errors import BadRequest, BenchmarkRunning, error_line, error_response
 
 NDJSON = "application/x-ndjson"
 ROLES = ("system", "user", "assistant")
 
 
 class ClosingStream(StreamingResponse):
-    """A streamed response that closes its generator however the response ends: Starlette
-    leaves it suspended when the client goes away between two lines, and the requests it
-    holds in the engine would run on until garbage collection."""
+    """A streamed response that closes its generator, and runs `end`, however the response
+    ends: Starlette leaves the generator suspended when the client goes away between two lines
+    (the requests it holds in the engine would run on until garbage collection), and never
+    starts it when the client is gone before the first."""
+
+    def __init__(self, content, end: Callable[[], Awaitable[None]]):
+        super().__init__(content, media_type=NDJSON)
+        self.end = end
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self.body_iterator.aclose()
+            try:
+                await self.body_iterator.aclose()
+            finally:
+                await self.end()
 
 
 def _line(payload: dict) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-
-
-def _failure(err: Exception) -> dict:
-    status = 422 if isinstance(err, RequestError) else 503
-    return {"error": str(err), "status": status}
 
 
 def _quiet(future) -> None:
@@ -101,43 +103,51 @@ def parse_chat(data) -> tuple[list[dict], bool, GenerationParams]:
 
 
 async def chat_events(engine, messages, thinking: bool, params: GenerationParams):
-    """A chat reply as events (see the module's docstring); raises before the first one if the
-    request cannot start."""
-    engine.admit()
-    reply = min(params.max_new_tokens, engine.config.max_new_tokens_cap)
-    fitted = await asyncio.to_thread(engine.fit_conversation, messages, thinking, reply)
-    splitter, chunk = ThinkSplitter(), None
-    stream = engine.stream(fitted.ids, params)
-    first = await anext(stream)  # errors here become an HTTP error, not a stream line
+    """A chat reply: (its event lines, see the module's docstring; what ends it however the
+    response ends). Raises before the first line if the request cannot start."""
+    admitted = engine.admit()  # before tokenizing: a busy engine refuses at once
+    stream = None
 
-    async def events():
-        nonlocal chunk
-        try:
-            chunk = first
+    async def end() -> None:
+        admitted.release()  # first: a cancelled response may not get past the next await
+        if stream is not None:
+            await stream.aclose()  # aborts the request in vLLM if it is still running
+
+    try:
+        reply = min(params.max_new_tokens, engine.config.max_new_tokens_cap)
+        fitted = await asyncio.to_thread(engine.fit_conversation, messages, thinking, reply)
+        stream = engine.stream(fitted.ids, params, admitted=admitted)
+        first = await anext(stream)  # errors here become an HTTP error, not a stream line
+    except BaseException:
+        await end()
+        raise
+    return _reply_lines(stream, first, fitted.dropped_turns), end
+
+
+async def _reply_lines(stream, chunk, dropped_turns: int):
+    """A streamed reply's lines from its first chunk on; an error becomes the last line."""
+    splitter = ThinkSplitter()
+    try:
+        yield _delta(splitter, chunk)
+        async for chunk in stream:
             yield _delta(splitter, chunk)
-            async for chunk in stream:
-                yield _delta(splitter, chunk)
-            reasoning, answer = splitter.finish()
-            if reasoning or answer:
-                yield _line(
-                    {"reasoning": reasoning, "answer": answer, "tokens": chunk.output_tokens}
-                )
-            yield _line(
-                {
-                    "done": True,
-                    "tokens": chunk.output_tokens,
-                    "ttft_s": chunk.ttft_s,
-                    "elapsed_s": chunk.elapsed_s,
-                    "finish_reason": chunk.finish_reason,
-                    "dropped_turns": fitted.dropped_turns,
-                }
-            )
-        except (EngineUnavailable, EngineBusy, RequestError) as err:
-            yield _line(_failure(err))
-        finally:
-            await stream.aclose()
-
-    return events()
+        reasoning, answer = splitter.finish()
+        if reasoning or answer:
+            yield _line({"reasoning": reasoning, "answer": answer, "tokens": chunk.output_tokens})
+        yield _line(
+            {
+                "done": True,
+                "tokens": chunk.output_tokens,
+                "ttft_s": chunk.ttft_s,
+                "elapsed_s": chunk.elapsed_s,
+                "finish_reason": chunk.finish_reason,
+                "dropped_turns": dropped_turns,
+            }
+        )
+    except ServiceError as err:
+        yield _line(error_line(err))
+    finally:
+        await stream.aclose()
 
 
 def _delta(splitter: ThinkSplitter, chunk) -> bytes:
@@ -149,7 +159,7 @@ def _owner(data) -> str | None:
     """Who a benchmark request or cancel speaks for: the visitor's session, if any."""
     owner = data.get("owner") if isinstance(data, dict) else None
     if owner is not None and not isinstance(owner, str):
-        raise ValueError('"owner" must be a string')
+        raise BadRequest('"owner" must be a string')
     return owner
 
 
@@ -171,10 +181,11 @@ def parse_benchmark(data) -> tuple[list[QAPair], BenchmarkSpec]:
     return questions, spec
 
 
-async def benchmark_events(engine, pairs: list[QAPair], spec: BenchmarkSpec):
+async def benchmark_events(engine, pairs: list[QAPair], spec: BenchmarkSpec, admitted=None):
     """A run's progress lines (new samples only), then its result line."""
     sent = 0
-    async with aclosing(run_benchmark(engine, pairs, spec)) as events:  # closing aborts the run
+    run = run_benchmark(engine, pairs, spec, admitted=admitted)
+    async with aclosing(run) as events:  # closing aborts the run
         async for event in events:
             if isinstance(event, BenchmarkResult):
                 yield _line({"result": event.to_dict()})
@@ -185,11 +196,44 @@ async def benchmark_events(engine, pairs: list[QAPair], spec: BenchmarkSpec):
             sent = len(samples)
 
 
+class BenchmarkClaim:
+    """The one benchmark under way over every UI worker (they share this process): who started
+    it and its stop signal. Taken in the request's handler, without awaiting anything between
+    the check and the claim, so that two requests arriving together cannot both have it."""
+
+    def __init__(self):
+        self.owner: str | None = None
+        self.stop: asyncio.Event | None = None
+
+    def take(self, owner: str | None) -> asyncio.Event:
+        """Claim the run for `owner`; BenchmarkRunning if one is under way."""
+        if self.stop is not None:
+            raise BenchmarkRunning()
+        self.owner, self.stop = owner, asyncio.Event()
+        return self.stop
+
+    def release(self) -> None:
+        self.owner, self.stop = None, None
+
+
+async def _run_lines(engine, pairs, spec, admitted: Admission, stop: asyncio.Event):
+    """The run's lines until it ends or its owner cancels it; an error becomes the last line."""
+    try:
+        lines = benchmark_events(engine, pairs, spec, admitted)
+        async with aclosing(lines) as run:  # leaving early aborts the run
+            async for line in run:  # progress comes every 0.25 s
+                if stop.is_set():
+                    yield _line({"cancelled": True})
+                    return
+                yield line
+    except (ServiceError, ValueError) as err:  # a BenchmarkError is a ValueError
+        yield _line(error_line(err))
+
+
 def internal_routes(service: EngineService) -> APIRouter:
     """The UI process's routes over `service`."""
     router = APIRouter(prefix="/internal", include_in_schema=False)
-    one_run = asyncio.Lock()
-    current: dict = {"owner": None, "stop": None}  # the run under way: who started it, its stop
+    claim = BenchmarkClaim()
 
     @router.get("/status")
     async def status() -> dict:
@@ -198,7 +242,7 @@ def internal_routes(service: EngineService) -> APIRouter:
     @router.post("/restart")
     async def restart():
         if service.closing:
-            return error_response(503, "the server is shutting down", False)
+            return error_response(ServerStopping())
         service.restart().add_done_callback(_quiet)  # the outcome shows in the status
         return {"restarting": True, "restarts": service.restarts}
 
@@ -206,59 +250,49 @@ def internal_routes(service: EngineService) -> APIRouter:
     async def chat(request: Request):
         try:
             messages, thinking, params = parse_chat(json.loads(await request.body()))
-            events = await chat_events(service.engine, messages, thinking, params)
-        except RequestError as err:
-            return error_response(422, str(err), False)
-        except ValueError as err:  # also bad JSON
-            return error_response(422, str(err), False)
-        except (EngineUnavailable, EngineBusy) as err:
-            return unavailable(err, False)
+            events, end = await chat_events(service.engine, messages, thinking, params)
         except StopAsyncIteration:
-            return error_response(503, "the engine ended the reply before its first token", False)
-        return ClosingStream(events, media_type=NDJSON)
+            gone = EngineUnavailable("the engine ended the reply before its first token")
+            return error_response(gone)
+        except (ServiceError, ValueError) as err:  # ValueError: also bad JSON
+            return error_response(err)
+        return ClosingStream(events, end)
 
     @router.post("/benchmark")
     async def benchmark(request: Request):
         try:
             data = json.loads(await request.body())
             pairs, spec = parse_benchmark(data)
-            owner, stop = _owner(data), asyncio.Event()
-        except (BenchmarkError, ValueError, TypeError) as err:
-            return error_response(422, str(err), False)
-        if one_run.locked():
-            return error_response(
-                409, "A benchmark is already running; wait for it or cancel it.", False
-            )
+            owner = _owner(data)
+            # From here to the claim nothing is awaited: the check and the claim are one step.
+            stop = claim.take(owner)
+        except (ServiceError, ValueError, TypeError) as err:  # a BenchmarkError is a ValueError
+            return error_response(err)
+        try:
+            admitted = service.engine.admit(min(spec.limit, len(pairs)))
+        except ServiceError as err:
+            claim.release()
+            return error_response(err)
 
-        async def events():
-            async with one_run:
-                current.update(owner=owner, stop=stop)
-                try:
-                    lines = benchmark_events(service.engine, pairs, spec)
-                    async with aclosing(lines) as run:  # leaving early aborts the run
-                        async for line in run:  # progress comes every 0.25 s
-                            if stop.is_set():
-                                yield _line({"cancelled": True})
-                                return
-                            yield line
-                except (EngineUnavailable, EngineBusy, RequestError, BenchmarkError) as err:
-                    yield _line(_failure(err))
-                finally:
-                    current.update(owner=None, stop=None)
+        async def end() -> None:
+            admitted.release()
+            if claim.stop is stop:
+                claim.release()
 
-        return ClosingStream(events(), media_type=NDJSON)
+        lines = _run_lines(service.engine, pairs, spec, admitted, stop)
+        return ClosingStream(lines, end)
 
     @router.post("/benchmark/cancel")
     async def cancel(request: Request):
         try:
             owner = _owner(json.loads(await request.body()))
         except ValueError as err:
-            return error_response(422, str(err), False)
-        if current["stop"] is None:
+            return error_response(err)
+        if claim.stop is None:
             return {"run": "none"}
-        if owner is None or owner != current["owner"]:
+        if owner is None or owner != claim.owner:
             return {"run": "other"}
-        current["stop"].set()
+        claim.stop.set()
         return {"run": "cancelled"}
 
     return router

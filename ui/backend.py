@@ -6,7 +6,8 @@
 
 Chat replies and benchmark runs arrive as JSON lines; leaving the loop early closes the
 stream, and the server aborts the request in the engine. An error the server answers with
-(busy, not ready, bad input, shutting down) is raised as `BackendError` with its message.
+(busy, not ready, bad input, shutting down, a benchmark running) is raised as `BackendError`
+with its message and its code (`engine.types.ErrorCode`): the UI decides by the code.
 """
 
 from __future__ import annotations
@@ -19,21 +20,32 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from engine.types import EngineStatus
+from engine.types import EngineStatus, ErrorCode
 
 POLL_SECONDS = 0.5
 
 
 class BackendError(RuntimeError):
-    """What the server said when it refused or ended a request; `status` is its HTTP code."""
+    """What the server said when it refused or ended a request: `status` is its HTTP status,
+    `code` its ErrorCode (None when no answer came, or one without a code)."""
 
-    def __init__(self, message: str, status: int = 503):
+    def __init__(self, message: str, status: int = 503, code: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.code = status, code
+
+    @classmethod
+    def from_answer(cls, answer: dict, status: int) -> BackendError:
+        """The error an answer's JSON (a body or a stream line) carries."""
+        code = answer.get("code")
+        return cls(str(answer.get("error") or "no answer"), status, code if code else None)
 
     @property
     def busy(self) -> bool:
-        return self.status == 503 and "busy" in str(self)
+        return self.code == ErrorCode.BUSY
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.code == ErrorCode.SHUTTING_DOWN
 
 
 class Backend:
@@ -99,13 +111,13 @@ class Backend:
         try:
             async with self._client().stream("POST", path, json=body) as response:
                 if response.status_code != 200:
-                    raise BackendError(_message(await response.aread()), response.status_code)
+                    raise _refusal(await response.aread(), response.status_code)
                 async for line in response.aiter_lines():
                     if not line:
                         continue
                     event = json.loads(line)
                     if "error" in event:
-                        raise BackendError(event["error"], int(event.get("status", 503)))
+                        raise BackendError.from_answer(event, int(event.get("status", 503)))
                     yield event
         except httpx.HTTPError as err:
             raise BackendError(f"the server does not answer ({type(err).__name__})") from None
@@ -134,7 +146,7 @@ class Backend:
         except httpx.HTTPError as err:
             raise BackendError(f"the server does not answer ({type(err).__name__})") from None
         if response.status_code != 200:
-            raise BackendError(_message(response.content), response.status_code)
+            raise _refusal(response.content, response.status_code)
         return response.json()["run"]
 
     async def restart(self) -> dict:
@@ -143,13 +155,16 @@ class Backend:
         except httpx.HTTPError as err:
             raise BackendError(f"the server does not answer ({type(err).__name__})") from None
         if response.status_code != 200:
-            raise BackendError(_message(response.content), response.status_code)
+            raise _refusal(response.content, response.status_code)
         return response.json()
 
 
-def _message(body: bytes) -> str:
+def _refusal(body: bytes, status: int) -> BackendError:
+    """The BackendError of an error response: its JSON's message and code, else its text."""
     try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        error = None
-    return str(error or body[:300].decode(errors="replace") or "no answer")
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and answer.get("error"):
+        return BackendError.from_answer(answer, status)
+    return BackendError(body[:300].decode(errors="replace") or "no answer", status)

@@ -118,7 +118,7 @@ def error_text(err: BackendError) -> str:
     """A refusal in words a chat user can act on."""
     if err.busy:
         return f"The server is busy right now; try again shortly. ({err})"
-    if "shutting down" in str(err):
+    if err.shutting_down:
         return STOPPING
     return str(err)
 
