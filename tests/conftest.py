@@ -40,9 +40,12 @@ from eval_data import SAMPLE_FILE, load_course_file  # noqa: E402
 from eval_data.download import ENV_FILE, FILE_NAME, OFFICIAL_SHA256, sha256_of  # noqa: E402
 from launch.ui_process import free_port  # noqa: E402  (re-exported for the tests)
 
-# The engine the tests start: vLLM's CPU backend, or the GPU where vLLM for CUDA runs.
+# The engine the tests start: vLLM's CPU backend, or the GPU where vLLM for CUDA runs. The
+# settings the tests count on are the same on both: a 1024-token context (answers of known
+# lengths) and a streamed output after every token (the GPU profiles send one every 16, which
+# would give an 8-token reply in one piece and a 32-token stream in three).
 TEST_PROFILE = "cpu" if runs_on_cpu() else "auto"
-TEST_ENGINE = dict(max_model_len=1024, gpu_memory_utilization=0.3)
+TEST_ENGINE = dict(max_model_len=1024, gpu_memory_utilization=0.3, stream_interval=1)
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,8 @@ def launch_app(
         str(TEST_ENGINE["max_model_len"]),
         "--gpu-memory-utilization",
         str(TEST_ENGINE["gpu_memory_utilization"]),
+        "--stream-interval",
+        str(TEST_ENGINE["stream_interval"]),
         *extra,
     ]
     environment = {**os.environ, **(env or {})}

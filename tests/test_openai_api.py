@@ -214,6 +214,8 @@ def test_streamed_chat_arrives_token_by_token_with_usage(app):
                 if len(pieces) == 2:  # the same engine as /predict and the UI
                     seen_in_engine = app.stats()["unfinished"]
     assert usage is not None and usage.completion_tokens == 32 and usage.prompt_tokens > 0
+    # One chunk a token (the test app streams after every token, on a GPU too: conftest pins
+    # --stream-interval 1); a few tokens end inside a character and add no text of their own.
     assert len(pieces) >= 24, f"{len(pieces)} chunks for 32 tokens: bunched, not per token"
     assert arrivals[-1] - arrivals[0] > 0.05, arrivals
     assert seen_in_engine >= 1
