@@ -12,8 +12,9 @@ inference") logged after ready; run vLLM's load generator (`vllm bench serve`, r
 prompts, 256 tokens out) at each `--concurrency`; then press Ctrl-C as a terminal does (SIGINT
 to the process group) and record the seconds to exit, the exit status, processes left and the
 GPU memory in use afterwards. For `vllm serve` (vLLM's defaults): the same without the UI.
-`--py-spy SECONDS` samples the server's processes (the app and the UI process) with py-spy
-while the waves run and lists where each spends its time. Everything goes to `--out`:
+`--py-spy` samples the server's processes (the app or `vllm serve`, vLLM's engine core, the UI
+workers and the front) with py-spy while the waves run and during each `vllm bench serve`, and
+lists where each spends its time. Everything goes to `--out`:
 `serving.json` and the server's log.
 """
 
@@ -114,18 +115,21 @@ def start(args, log: Path) -> tuple[subprocess.Popen, str, str | None]:
 
 
 def server_processes(server: subprocess.Popen) -> dict[str, int]:
-    """The pids worth sampling: the server itself and (app only) its UI processes: each
-    Gradio worker (`ui`, `ui-1`, ...) and the front that shares the pages between them."""
+    """The pids worth sampling: the server itself, vLLM's engine core(s) and (app only) its UI
+    processes: each Gradio worker (`ui`, `ui-1`, ...) and the front that shares the pages."""
     import psutil
 
     found = {"server": server.pid}
-    workers = 0
-    for child in psutil.Process(server.pid).children():
+    workers = cores = 0
+    for child in psutil.Process(server.pid).children(recursive=True):
         try:
-            line = child.cmdline()
+            line, name = child.cmdline(), child.name()
         except psutil.Error:
             continue
-        if "launch.ui_front" in line or (line and line[0].endswith("caddy")):
+        if name.startswith("VLLM::EngineCore") or "EngineCore" in " ".join(line[:1]):
+            found["engine-core" if not cores else f"engine-core-{cores}"] = child.pid
+            cores += 1
+        elif "launch.ui_front" in line or (line and line[0].endswith("caddy")):
             found["front"] = child.pid
         elif "ui" in line[1:4] and "-m" in line:
             found["ui" if not workers else f"ui-{workers}"] = child.pid
@@ -133,8 +137,9 @@ def server_processes(server: subprocess.Popen) -> dict[str, int]:
     return found
 
 
-def start_sampling(pids: dict[str, int], seconds: int, out: Path) -> list[tuple]:
-    """py-spy on each pid for `seconds`, collapsed stacks to `out` (nothing without py-spy)."""
+def start_sampling(pids: dict[str, int], phase: str, out: Path) -> list[tuple]:
+    """py-spy on each pid until `stop_sampling`, collapsed stacks to `out` (nothing without
+    py-spy)."""
     import shutil
 
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -143,13 +148,20 @@ def start_sampling(pids: dict[str, int], seconds: int, out: Path) -> list[tuple]
         return []
     runs = []
     for name, pid in pids.items():
-        path = out / f"pyspy-{name}.txt"
-        cmd = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "50"]
+        path = out / f"pyspy-{phase}-{name}.txt"
+        cmd = [spy, "record", "--pid", str(pid), "--duration", "900", "--rate", "50"]
         cmd += ["--format", "raw", "--output", str(path), "--nonblocking"]
-        runs.append(
-            (name, path, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-        )
+        log = open(out / f"pyspy-{phase}-{name}.log", "w")
+        runs.append((name, path, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
     return runs
+
+
+def stop_sampling(runs: list[tuple]) -> dict:
+    """Stop the samplers (py-spy writes its stacks on SIGINT) and summarise them."""
+    for _, _, proc in runs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    return sampling_summary(runs)
 
 
 def sampling_summary(runs: list[tuple], top: int = 25) -> dict:
@@ -326,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--concurrency", default="32,256", help="vllm bench serve's, or none")
     parser.add_argument("--timeout", type=float, default=400, help="seconds to get ready")
-    parser.add_argument("--py-spy", type=int, default=0, metavar="SECONDS")
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="sample every server process with py-spy during the waves and each bench serve",
+    )
     parser.add_argument("--stop", choices=("sigint", "kill9"), default="sigint")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py runs")
     parser.add_argument("server_flags", nargs=argparse.REMAINDER)
@@ -347,15 +363,19 @@ def main(argv: list[str] | None = None) -> int:
             warm = wait_ui_warm(log, timeout=90 if warms else 0)
             report["ui_warm_after_ready_s"] = None if warm is None else round(warm, 1)
         print(f"ready in {report['ready_s']} s", flush=True)
-        sampling = (
-            start_sampling(server_processes(server), args.py_spy, args.out) if args.py_spy else []
-        )
+        pids = server_processes(server) if args.py_spy else {}
+        sampling = start_sampling(pids, "waves", args.out) if pids else []
         report["waves"] = load_waves(args, api, ui)
         if sampling:
-            report["py_spy"] = sampling_summary(sampling)
+            report["py_spy"] = {"waves": stop_sampling(sampling)}
         report["jit_after_ready"] = jit_lines(log)
         levels = [int(c) for c in args.concurrency.split(",") if c.isdigit()]
-        report["bench_serve"] = [bench_serve(api, c, args.out) for c in levels]
+        report["bench_serve"] = []
+        for concurrency in levels:
+            sampling = start_sampling(pids, f"c{concurrency}", args.out) if pids else []
+            report["bench_serve"].append(bench_serve(api, concurrency, args.out))
+            if sampling:
+                report["py_spy"][f"c{concurrency}"] = stop_sampling(sampling)
         report["jit_after_ready"] = jit_lines(log)
     finally:
         if server.poll() is None:
