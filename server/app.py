@@ -17,7 +17,7 @@ from engine import EngineService
 from engine.types import EngineUnavailable, ServiceError
 from server.course import course_routes
 from server.errors import error_response, with_retry_after
-from server.guard import Guard
+from server.guard import Guard, let_go_at_first_body
 from server.internal import internal_routes
 from server.openai import OpenAIApp
 
@@ -47,14 +47,18 @@ class GuardedApp:
         except ServiceError as err:
             await self.refuse(err, not mine, scope, receive, send)
             return
-        with room:  # held until the response has been sent
+        try:
             if mine:
                 await self.own(scope, receive, send)
             elif self.openai.app is None:
                 refusal = EngineUnavailable("the OpenAI API is not up yet")
                 await self.refuse(refusal, True, scope, receive, send)
             else:
-                await self.openai(scope, receive, with_retry_after(send))
+                send = with_retry_after(let_go_at_first_body(send, room))
+                await self.openai(scope, receive, send)
+        finally:
+            if room is not None:
+                room.release()
 
     @staticmethod
     async def refuse(err: ServiceError, openai_shape: bool, scope, receive, send) -> None:

@@ -10,9 +10,11 @@ shutting down, or past the admission limit; vLLM answers its own queue limit wit
 from __future__ import annotations
 
 import secrets
-from contextlib import AbstractContextManager, nullcontext
+
+from starlette.types import Send
 
 from engine import EngineService
+from engine.engine import Admission
 from engine.types import EngineUnavailable, ServerStopping
 from server.errors import NotOffered, Unauthorized
 
@@ -62,9 +64,9 @@ class Guard:
         # Whether the OpenAI routes' state belongs to the current engine (server.openai).
         self.is_ready = is_ready or (lambda engine: True)
 
-    def let_in(self, scope, admit: bool, check_token: bool = True) -> AbstractContextManager:
-        """The room the request holds while it runs (an `Admission` for a generating request
-        to vLLM's routes when `admit`); raises the ServiceError that turns it away."""
+    def let_in(self, scope, admit: bool, check_token: bool = True) -> Admission | None:
+        """The room the request holds (for a generating request to vLLM's routes when `admit`;
+        see `let_go_at_first_body`), or None; raises the ServiceError that turns it away."""
         path, method = scope["path"], scope.get("method", "GET")
         if path in DISABLED_PATHS:
             raise NotOffered()
@@ -72,7 +74,7 @@ class Guard:
             if not self.authorized(scope):
                 raise Unauthorized()
         if path in ALWAYS_PATHS or path == "/predict":
-            return nullcontext()  # /predict checks its batch's size itself
+            return None  # /predict admits its batch itself
         engine = self.service.engine
         if self.service.closing:
             raise ServerStopping()
@@ -87,6 +89,19 @@ class Guard:
             if name == b"authorization":
                 return secrets.compare_digest(value, f"Bearer {self.token}".encode())
         return False
+
+
+def let_go_at_first_body(send: Send, room: Admission | None) -> Send:
+    """Wrap an ASGI `send` so that the guard's room is let go with the response's first body
+    bytes: by then vLLM counts the request itself (a stream's first chunk follows its first
+    output; a whole answer, its end), and a stream's end need not be waited for."""
+
+    async def relay(message) -> None:
+        if room is not None and message["type"] == "http.response.body":
+            room.release()
+        await send(message)
+
+    return relay
 
 
 def _generates(path: str) -> bool:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +82,17 @@ def request(url: str, method: str = "GET", body: bytes | None = None, token: str
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(errors="replace")
+
+
+def http_answer(conn: socket.socket) -> tuple[int, dict, str]:
+    """(status, headers, body) of one HTTP/1.1 answer read to the connection's close."""
+    data = b""
+    while piece := conn.recv(65536):
+        data += piece
+    head, _, text = data.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, text.decode()
 
 
 def generated_tokens(app, token: str | None = None) -> float:
@@ -445,7 +458,7 @@ class TestGuardedApp:
             assert caught.value.status_code == 503
             assert caught.value.response.headers.get("retry-after") == "5"
             error = caught.value.response.json()["error"]
-            assert "server busy" in error["message"] and error["code"] == 503
+            assert error["reason"] == "busy" and error["code"] == 503, error
             with pytest.raises(openai.InternalServerError):
                 chat.completions.create(model=MODEL, prompt="one more", max_tokens=2)
             auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -457,6 +470,46 @@ class TestGuardedApp:
         assert guarded.wait_idle()["unfinished"] == 0
         reply = chat.completions.create(model=MODEL, prompt="room again?", max_tokens=2)
         assert reply.usage.completion_tokens == 2
+
+    @pytest.mark.timeout(300)
+    def test_requests_racing_for_the_last_slots_are_refused_with_busy_and_retry_after(
+        self, guarded
+    ):
+        """QUEUE_LIMIT + 2 chat completions let in together: each request's head reaches the
+        guard before any body, so all of them are past the guard before vLLM has seen one.
+        Exactly QUEUE_LIMIT are answered; the others get 503 `busy` with Retry-After at once,
+        from the guard, rather than vLLM's own queue-limit 503 later."""
+        assert guarded.wait_idle()["unfinished"] == 0
+        body = json.dumps(
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        ).encode()
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: api\r\nConnection: close\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        host, port = guarded.api_url.removeprefix("http://").split(":")
+        conns = [socket.create_connection((host, int(port)), timeout=60) for _ in range(6)]
+        try:
+            for conn in conns:
+                conn.sendall(head)
+            time.sleep(1.0)  # every head has reached the guard; no body has been sent
+            answered, _, _ = select.select(conns, [], [], 0)  # refused without their bodies
+            for conn in conns:
+                if conn not in answered:
+                    conn.sendall(body)
+            answers = [http_answer(conn) for conn in conns]
+        finally:
+            for conn in conns:
+                conn.close()
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses == [200] * QUEUE_LIMIT + [503] * (len(conns) - QUEUE_LIMIT), answers
+        for status, headers, text in answers:
+            if status == 503:
+                error = json.loads(text)["error"]
+                assert error["reason"] == "busy" and error["code"] == 503, error
+                assert headers.get("retry-after") == "5", headers
+        assert guarded.wait_idle()["unfinished"] == 0
 
     def _restart_while_streaming(self, guarded, restart, expected: str) -> None:
         chat = client(guarded, TOKEN)
