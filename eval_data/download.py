@@ -49,19 +49,26 @@ def is_official(path: Path) -> bool:
     return Path(path).is_file() and sha256_of(Path(path)) == OFFICIAL_SHA256
 
 
-def official_question_set(url: str = OFFICIAL_URL, timeout: float = 30.0) -> Path:
-    """Path of the official question file, downloading (and checking) it on first use.
-
-    With `QWEN_DEMO_EVAL_FILE` set, that file, unchecked here: `is_official` tells whether it
-    is the official set."""
+def local_question_set() -> Path | None:
+    """The file that stands for the official set on this machine without a download:
+    `QWEN_DEMO_EVAL_FILE`'s (unchecked here: `is_official` tells), else the verified cached
+    copy, else None. Raises DataError where `QWEN_DEMO_EVAL_FILE` names a missing file."""
     local = os.environ.get(ENV_FILE)
     if local:
         if not Path(local).is_file():
             raise DataError(f"{ENV_FILE} points at a missing file: {local}")
         return Path(local)
     target = cache_dir() / FILE_NAME
-    if is_official(target):
-        return target
+    return target if is_official(target) else None
+
+
+def official_question_set(url: str = OFFICIAL_URL, timeout: float = 30.0) -> Path:
+    """Path of the official question file (`local_question_set`), downloading and checking it
+    on first use."""
+    local = local_question_set()
+    if local is not None:
+        return local
+    target = cache_dir() / FILE_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     _download(url, target, timeout)
     return target

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from eval_data.download import DataError, is_official, official_question_set
-from eval_data.loader import QAPair, load_course_file
+from eval_data.download import DataError, is_official, local_question_set, official_question_set
+from eval_data.loader import FormatError, QAPair, load_course_file
 
 SAMPLE_FILE = Path(__file__).with_name("sample_gpu_qa.txt")
+OFFICIAL_COUNT = 358
 QUESTION_SETS = {
     "official": "the official course set (358 questions)",
     "sample": "the built-in sample (24 questions, works offline)",
@@ -36,6 +37,18 @@ def question_set_label(name: str, path: Path) -> str:
     if name == "official" and not is_official(path):
         return f"a custom question set ({path.name}: not the official file, its SHA-256 differs)"
     return QUESTION_SETS[name]
+
+
+def question_count(name: str) -> int:
+    """How many questions a named set holds, found without a download: the official set's
+    published count where this machine has no usable file for it yet."""
+    if name != "official":
+        return len(load_course_file(question_set_path(name)))
+    try:
+        path = local_question_set()
+        return OFFICIAL_COUNT if path is None else len(load_course_file(path))
+    except (DataError, FormatError):
+        return OFFICIAL_COUNT
 
 
 def add_question_arguments(parser: argparse.ArgumentParser) -> None:

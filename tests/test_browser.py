@@ -6,7 +6,11 @@ Journeys over the session's app (real vLLM on the CPU, tiny-random weights):
   a reply that grows on screen, and a "N tokens · TTFT · tok/s" line follows it;
 * examples: the empty chat offers example questions; a click sends one and it is answered;
 * benchmark: a replay run of 8 questions updates the progress line, draws the throughput plot
-  (Plotly) and ends with a summary table holding "output tokens/s"; the engine is idle after;
+  (Plotly) and ends with a summary table holding "output tokens/s" and the label of the set
+  that ran (the official set only where the tests have it, else the stand-in's "custom" label);
+  the engine is idle after;
+* questions slider: its maximum and value follow the chosen set (358, the sample's 24, an
+  uploaded file's count);
 * thinking: the Benchmark tab's Thinking control changes the prompt (4 more tokens a question
   with thinking off) and the summary says which prompt was used;
 * stop: the Stop button on a long reply aborts the request inside the engine (its `/stats`
@@ -15,9 +19,9 @@ Journeys over the session's app (real vLLM on the CPU, tiny-random weights):
   replies stream at the same time (every journey above also goes through the front).
 
 And over an app started as a newcomer offline (no --model, no question set on disk): it serves
-tiny-random and says so; Run benchmark explains in the tab why the official set is missing and
-what to do, with no error badges and empty charts, selects the built-in sample, and the next
-Run benchmarks that sample.
+tiny-random and says so; the first Run benchmark runs the built-in sample at once, selects it
+(the Questions slider drops to its 24) and says why (the official set could not be had, with the
+reason and what to do), with no error badges.
 
 Screenshots go to artifacts/ (git-ignored) for a person to look at. The Debian Chromium is used
 as is (`playwright install` is not available here); the tests are skipped where it is missing.
@@ -210,7 +214,7 @@ def test_chat_streams_a_reply_with_stats(page, app):
     assert app.wait_idle()["unfinished"] == 0
 
 
-def test_benchmark_runs_and_reports(page, app):
+def test_benchmark_runs_and_reports(page, app, questions):
     page.get_by_role("tab", name="Benchmark").click()
     run = page.locator("#run-benchmark")
     expect(run).to_be_visible()
@@ -233,7 +237,12 @@ def test_benchmark_runs_and_reports(page, app):
     expect(plot).to_be_visible(timeout=90_000)
     expect(page.locator("#tps-plot svg.main-svg").first).to_be_visible()
     expect(summary).to_contain_text("replay")
-    expect(summary).to_contain_text("the official course set (358 questions)")
+    label = summary_figure(page, "question set")
+    if questions.official:  # checked by its SHA-256 in conftest, not by the app
+        assert label == "the official course set (358 questions)", label
+    else:  # the stand-in served as QWEN_DEMO_EVAL_FILE must not pass for the official set
+        assert label.startswith("a custom question set") and "not the official" in label, label
+    expect(progress).to_contain_text(f"from {label};")
     expect(summary).to_contain_text("thinking on: the course's ChatML prompt")
 
     texts = seen(page, "progress")
@@ -315,6 +324,41 @@ def summary_figure(tab, label: str) -> str:
     """A value of the benchmark summary table, by its label."""
     row = tab.locator("#bench-summary tr", has=tab.get_by_text(label, exact=True))
     return row.locator("td").nth(1).inner_text().strip()
+
+
+SAMPLE_CHOICE = "the built-in sample (24 questions, works offline)"
+OFFICIAL_CHOICE = "the official course set (358 questions)"
+
+
+def choose(tab, label: str, option: str) -> None:
+    box = tab.get_by_role("combobox", name=label)
+    box.click()
+    tab.get_by_role("option", name=option, exact=True).click()
+    expect(box).to_have_value(option)
+
+
+def expect_questions(tab, count: int) -> None:
+    """The Questions slider offers exactly `count` questions and is set to all of them."""
+    box = tab.get_by_label("number input for Questions")
+    expect(box).to_have_attribute("max", str(count), timeout=60_000)
+    expect(box).to_have_value(str(count), timeout=60_000)
+
+
+def test_questions_slider_follows_the_question_set(page, tmp_path):
+    from tests.conftest import stand_in_text
+
+    page.get_by_role("tab", name="Benchmark").click()
+    expect_questions(page, 358)
+    choose(page, "Question set", SAMPLE_CHOICE)
+    expect_questions(page, 24)
+    own = tmp_path / "own.txt"
+    own.write_text(stand_in_text(5), encoding="utf-8")
+    page.locator("#bench-upload input[type=file]").set_input_files(str(own))
+    expect_questions(page, 5)
+    page.locator("#bench-upload").get_by_role("button", name="Clear").click()
+    expect_questions(page, 24)
+    choose(page, "Question set", OFFICIAL_CHOICE)
+    expect_questions(page, 358)
 
 
 def test_example_questions_are_offered_and_answered(page, app):
@@ -417,25 +461,27 @@ def test_offline_app_benchmarks_the_built_in_sample(browser, offline_app):
         tab.get_by_role("tab", name="Benchmark").click()
         set_number(tab, "Max new tokens", 32)
         question_set = tab.get_by_role("combobox", name="Question set")
-        expect(question_set).to_have_value("the official course set (358 questions)")
+        expect(question_set).to_have_value(OFFICIAL_CHOICE)
+        expect_questions(tab, 358)
         progress = tab.locator("#bench-progress")
-        tab.locator("#run-benchmark").click()
+        observe(tab, "progress", "#bench-progress", "#bench-progress")
+        tab.locator("#run-benchmark").click()  # once: the sample runs at once in its place
 
-        expect(progress).to_contain_text("Could not get the official question set")
-        message = progress.inner_text()
-        for needed in ("could not download", "built-in sample", "upload", "QWEN_DEMO_EVAL_FILE"):
-            assert needed in message, f"{needed!r} missing from {message!r}"
-        expect(question_set).to_have_value("the built-in sample (24 questions, works offline)")
-        expect(tab.get_by_text("Error", exact=True)).to_have_count(0)  # no red badges
-        expect(tab.locator(".toast-body")).to_have_count(0)
-        expect(tab.locator("#tps-plot .js-plotly-plot")).to_have_count(0)  # charts left clean
-        expect(tab.locator("#rouge-plot .js-plotly-plot")).to_have_count(0)
-        screenshot(tab, "browser-benchmark-offline.png")
-
-        tab.locator("#run-benchmark").click()
+        expect(question_set).to_have_value(SAMPLE_CHOICE, timeout=60_000)
+        expect_questions(tab, 24)
         expect(progress).to_contain_text(
             "over 24 questions from the built-in sample", timeout=BENCHMARK_TIMEOUT_MS
         )
+        expect(progress).to_contain_text("in place of the official set, which could not be had")
+        why = "could not be had, so the built-in sample ran instead"
+        assert any(why in text for text in seen(tab, "progress")), seen(tab, "progress")
+        summary = tab.locator("#bench-summary")
+        expect(summary).to_contain_text(why)
+        message = summary.inner_text()
+        for needed in ("could not download", "upload", "QWEN_DEMO_EVAL_FILE"):
+            assert needed in message, f"{needed!r} missing from {message!r}"
+        expect(tab.get_by_text("Error", exact=True)).to_have_count(0)  # no red badges
+        expect(tab.locator(".toast-body")).to_have_count(0)
         assert summary_figure(tab, "question set").startswith("the built-in sample")
         assert summary_figure(tab, "questions") == "24"
         assert 0.0 <= float(summary_figure(tab, "ROUGE-L (mean)")) <= 1.0

@@ -5,9 +5,10 @@ this tab loads and checks the questions, draws the charts and keeps the results 
 One benchmark at a time (a second click is told so); chat keeps working meanwhile. Cancel
 aborts every request of the run inside the engine. Running is the operator's
 (`ui.operator`). Questions come from the official set (downloaded once), the built-in sample
-(offline) or an uploaded course-format file. Anything that stops a run is said in full in the
-tab's progress line, with the charts left empty; a run that did not finish is never reported as
-a result.
+(offline) or an uploaded course-format file; where the official set cannot be had, the run takes
+the built-in sample at once and says why. The Questions slider follows the chosen set's size.
+Anything that stops a run is said in full in the tab's progress line, with the charts left
+empty; a run that did not finish is never reported as a result.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ from bench.report import (
 from bench.workloads import WORKLOADS, BenchmarkError, BenchmarkSpec
 from eval_data import (
     QUESTION_SETS,
+    SAMPLE_FILE,
     DataError,
     FormatError,
     load_course_file,
+    question_count,
+    question_set_label,
     question_set_path,
 )
 from ui.backend import Backend, BackendError
@@ -66,27 +70,54 @@ class BenchmarkSession:
         self.runs: list[dict] = []
         self.results_dir = Path(tempfile.mkdtemp(prefix="qwen3-bench-"))
 
-    def load_pairs(self, upload: str | None, question_set: str):
-        """(pairs, label): an uploaded course-format file (size-checked), else the named set."""
+    def load_pairs(self, upload: str | None, question_set: str) -> tuple[list, str, str]:
+        """(pairs, label, fallback): an uploaded course-format file, else the named set, else
+        (the official set not to be had) the built-in sample; `fallback` says why the sample
+        stands in, and is empty when it does not."""
         if upload:
-            path = Path(upload)
-            if path.suffix.lower() != ".txt":
-                raise FormatError("upload a .txt file in the course format")
-            if path.stat().st_size > MAX_UPLOAD_BYTES:
-                raise FormatError(
-                    f"the uploaded file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB"
-                )
-            return load_course_file(path), f"uploaded file {path.name}"
+            return load_upload(upload), f"uploaded file {Path(upload).name}", ""
         if question_set not in QUESTION_SETS:
             raise BenchmarkError(
                 f"question set must be one of {', '.join(QUESTION_SETS)}, got {question_set!r}"
             )
-        return load_course_file(question_set_path(question_set)), QUESTION_SETS[question_set]
+        try:
+            path, fallback = question_set_path(question_set), ""
+        except DataError as err:
+            path, question_set, fallback = SAMPLE_FILE, "sample", str(err)
+        return load_course_file(path), question_set_label(question_set, path), fallback
 
     def save(self, result: dict) -> list[str]:
         """Write the run's JSON and CSV under server-chosen names; return their paths."""
         stem = self.results_dir / f"run{len(self.runs):03d}-{result['workload']}-n{result['n']}"
         return [str(path) for path in write_result(result, stem.with_suffix(".json"))]
+
+
+def load_upload(upload: str) -> list:
+    """The pairs of an uploaded course-format `.txt` file, size-checked first."""
+    path = Path(upload)
+    if path.suffix.lower() != ".txt":
+        raise FormatError("upload a .txt file in the course format")
+    if path.stat().st_size > MAX_UPLOAD_BYTES:
+        raise FormatError(f"the uploaded file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+    return load_course_file(path)
+
+
+def set_size(question_set: str, upload: str | None) -> int:
+    """How many questions a run would have to choose from (an upload goes before the set)."""
+    return len(load_upload(upload)) if upload else question_count(str(question_set))
+
+
+def resize_questions(question_set: str, upload: str | None, limit: float, shown: int) -> tuple:
+    """(Questions slider, its new maximum) for the chosen set: the maximum is the set's size;
+    a slider left at the old maximum moves to the new one, a narrowed one keeps its value (so
+    a run that fell back to the sample shows the count it ran). An unusable upload changes
+    nothing: Run says what is wrong with it."""
+    try:
+        size = set_size(question_set, upload)
+        value = size if float(limit) >= shown else min(int(limit), size)
+    except (FormatError, ValueError, TypeError, OSError):
+        return gr.skip(), gr.skip()
+    return gr.update(maximum=size, value=value), size
 
 
 def table_rows(samples: list[dict]) -> list[list]:
@@ -118,13 +149,12 @@ def progress_markdown(event: dict) -> str:
     )
 
 
-def offline_message(err: Exception) -> str:
-    """What failed and what to do, when the official question set cannot be had."""
+def fallback_note(reason: str) -> str:
+    """Why a run took the built-in sample, and how to get the official set next time."""
     return (
-        f"**Could not get the official question set.** {err}\n\n"
-        "What to do: run the **built-in sample** (selected for you now: press Run benchmark "
-        "again), or upload a course-format `.txt` file above, or start the app with "
-        "`QWEN_DEMO_EVAL_FILE=/path/to/official_test_358.txt`."
+        "**The official question set could not be had, so the built-in sample ran instead.** "
+        f"{reason}\n\nFor the official set: upload a course-format `.txt` file above, or start "
+        "the app with `QWEN_DEMO_EVAL_FILE=/path/to/official_test_358.txt`."
     )
 
 
@@ -158,10 +188,10 @@ def outputs(**shown) -> tuple:
     return tuple(shown.get(name, gr.skip()) for name in OUTPUTS)
 
 
-def _stopped(message: str, question_set=None) -> tuple:
+def _stopped(message: str, **shown) -> tuple:
     """Outputs with only a message: empty charts and tables (a run not started, or starting)."""
     cleared = dict(throughput=None, rouge=None, summary="", table=None, files=None)
-    return outputs(progress=message, **cleared, question_set=question_set or gr.skip())
+    return outputs(**{"progress": message, **cleared, **shown})
 
 
 class Refusal(Exception):
@@ -194,7 +224,7 @@ def make_run(session: BenchmarkSession):
         try:
             if not session.policy.allowed(unlocked):
                 raise Refusal(_stopped(session.policy.locked_reason), session.policy.locked_reason)
-            pairs, spec = prepare(
+            pairs, spec, fallback = prepare(
                 session, workload, limit, max_new_tokens, upload, question_set, thinking
             )
         except Refusal as refusal:
@@ -208,7 +238,7 @@ def make_run(session: BenchmarkSession):
             raise visitor_error(message)
         owner = request.session_hash if request else None
         try:
-            async with aclosing(_running(session, pairs, spec, owner)) as shown:
+            async with aclosing(_running(session, pairs, spec, owner, fallback)) as shown:
                 async for step in shown:
                     yield step
         finally:
@@ -218,7 +248,8 @@ def make_run(session: BenchmarkSession):
 
 
 def prepare(session, workload, limit, max_new_tokens, upload, question_set, thinking) -> tuple:
-    """(questions, spec) of a run from the tab's inputs; Refusal when it cannot start."""
+    """(questions, spec, why the built-in sample stands in or '') of a run from the tab's
+    inputs; Refusal when it cannot start."""
     status = session.backend.status()
     if session.backend.closing:
         message = "The server is shutting down."
@@ -227,7 +258,7 @@ def prepare(session, workload, limit, max_new_tokens, upload, question_set, thin
         message = f"The engine is not ready yet ({status.phase}: {status.message})."
         raise Refusal(_stopped(message), message)
     try:
-        pairs, label = session.load_pairs(upload, str(question_set))
+        pairs, label, fallback = session.load_pairs(upload, str(question_set))
         spec = BenchmarkSpec(
             str(workload),
             min(_whole(limit, "number of questions"), len(pairs)),
@@ -236,16 +267,26 @@ def prepare(session, workload, limit, max_new_tokens, upload, question_set, thin
             question_set=label,
         )
         spec.validate(len(pairs))
-    except DataError as err:  # the official set offline: say so, offer the sample
-        raise Refusal(_stopped(offline_message(err), gr.update(value="sample")), None) from None
     except (BenchmarkError, FormatError, ValueError) as err:
         raise Refusal(_stopped(f"**Cannot run:** {err}"), str(err)) from None
-    return pairs, spec
+    return pairs, spec, fallback
 
 
-async def _running(session: BenchmarkSession, pairs, spec: BenchmarkSpec, owner: str | None):
+def _submitting(spec: BenchmarkSpec, fallback: str) -> tuple:
+    """The first outputs of a run; one on the stand-in sample selects it and says why (the
+    note stays above the summary while the run goes on)."""
+    message = f"Submitting {spec.limit} questions from {spec.question_set} as one batch…"
+    if not fallback:
+        return _stopped(message)
+    note = fallback_note(fallback)
+    return _stopped(f"{message}\n\n{note}", summary=note, question_set="sample")
+
+
+async def _running(
+    session: BenchmarkSession, pairs, spec: BenchmarkSpec, owner: str | None, fallback: str = ""
+):
     """The outputs of a run that has the lock: submitting, live charts, then the results."""
-    yield _stopped(f"Submitting {spec.limit} questions from {spec.question_set} as one batch…")
+    yield _submitting(spec, fallback)
     shown, points, samples, result = 0.0, [], [], None
     questions = [(p.question, p.reference) for p in pairs[: spec.limit]]
     events = session.backend.benchmark(questions, asdict(spec), owner)
@@ -275,19 +316,22 @@ async def _running(session: BenchmarkSession, pairs, spec: BenchmarkSpec, owner:
     if result is None:
         yield _stopped("**Stopped:** the server ended the run early. No result.")
         raise visitor_error("the server ended the run early")
-    yield _finished(session, result)
+    yield _finished(session, result, fallback)
 
 
-def _finished(session: BenchmarkSession, result: dict) -> tuple:
+def _finished(session: BenchmarkSession, result: dict, fallback: str = "") -> tuple:
     """The outputs of a finished run, kept among the earlier runs and saved for download."""
     keys = ("workload", "n", "tokens_per_second", "rouge_l_mean", "wall_seconds")
     session.runs.append({k: result[k] for k in keys})
+    instead = " (in place of the official set, which could not be had)" if fallback else ""
+    note = f"{fallback_note(fallback)}\n\n" if fallback else ""
     return outputs(
         progress=f"Done: **{result['tokens_per_second']:,.1f} output tokens/s** over "
-        f"{result['n']} questions from {result['question_set']}; prompt: {result['prompt']}",
+        f"{result['n']} questions from {result['question_set']}{instead}; "
+        f"prompt: {result['prompt']}",
         throughput=throughput_figure(result["timeline"]),
         rouge=rouge_figure(result["samples"]),
-        summary=summary_markdown(result),
+        summary=note + summary_markdown(result),
         table=table_rows(result["samples"]),
         files=session.save(result),
         compare=comparison_figure(session.runs),
@@ -348,13 +392,15 @@ def build_benchmark_tab(backend: Backend, policy: OperatorPolicy, unlocked) -> N
             "random-weight models, off for others",
             elem_id="bench-thinking",
         )
+    size = question_count("official")
     with gr.Row():
-        limit = gr.Slider(1, 358, 358, step=1, label="Questions")
+        limit = gr.Slider(1, size, size, step=1, label="Questions")
         max_new = gr.Slider(16, 1024, 256, step=16, label="Max new tokens")
         upload = gr.File(
             label="Own question file (optional, course format .txt; used instead of the set)",
             file_types=[".txt"],
             type="filepath",
+            elem_id="bench-upload",
         )
     with gr.Row():
         run_btn = gr.Button("Run benchmark", variant="primary", elem_id="run-benchmark")
@@ -387,6 +433,15 @@ def build_benchmark_tab(backend: Backend, policy: OperatorPolicy, unlocked) -> N
         concurrency_limit=None,
         show_progress="hidden",  # the progress line says it all; no overlay or error badges
     )
+    shown_size = gr.State(size)  # the slider's maximum, as this page last drew it
+    for changed in (question_set.change, upload.change):  # also a run's switch to the sample
+        changed(
+            resize_questions,
+            [question_set, upload, limit, shown_size],
+            [limit, shown_size],
+            api_visibility="private",
+            show_progress="hidden",
+        )
     # The browser's Cancel also cancels the event outright; API callers rely on the stop flag.
     cancel_btn.click(
         make_cancel(session), None, progress, cancels=[event], api_name="cancel_benchmark"
