@@ -7,9 +7,9 @@ port with the course evaluator's routes and vLLM's OpenAI-compatible server.
 
 The app's processes:
 - this one: the engine (vLLM's `AsyncLLM`) and the HTTP API on one event loop, serving the API
-  port and a private Unix socket for the UI (`engine.service`, `server`);
+  port and a private Unix socket for the UI (`engine.runtime.service`, `server`);
 - vLLM's engine core, one process per data-parallel rank on this host, in a process group of
-  their own (`engine.children`);
+  their own (`launch.processes`);
 - the UI workers (`python -m ui`, Gradio, on loopback; `--ui-workers`, `launch.ui_process`),
   which reach the engine over the private socket;
 - the front on the UI's public port (`python -m launch.ui_front`, which becomes Caddy), keeping
@@ -35,7 +35,7 @@ import time
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from engine import DEFAULT_MODEL, EngineService, add_config_arguments, config_from_args  # noqa: E402
-from engine.models import HUBS, cached_model, can_download  # noqa: E402
+from engine.models.sources import HUBS, cached_model, can_download  # noqa: E402
 from launch.signals import StopSignals  # noqa: E402
 from launch.ui_process import auto_workers  # noqa: E402
 from launch.ui_warmup import warm_in_background  # noqa: E402
@@ -152,7 +152,7 @@ def ui_argv(args: argparse.Namespace, socket_path: str, config) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     signals = StopSignals(on_force=lambda n: print("[app] second signal: exiting now", flush=True))
     args = parse_args(argv)
-    from engine.children import isolate_engine_processes
+    from launch.processes import isolate_engine_processes
     from launch.reaper import start_reaper, stop_reaper
     from server import HttpServers, build_apps
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # vLLM's processes in a process group of their own: a terminal's Ctrl-C reaches this
-    # process, which stops them in order (engine.children says why).
+    # process, which stops them in order (launch.processes says why).
     isolate_engine_processes(nice=config.engine_nice)
     reaper = start_reaper()  # ends the engine's processes should this one be killed outright
     service = EngineService(config, auto_restart=not args.no_auto_restart)

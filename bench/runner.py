@@ -26,8 +26,8 @@ from bench.metrics import (
 from bench.submit import submit_batch
 from bench.workloads import BenchmarkSpec, build_params
 from engine import Completion, Engine, answer_text
-from engine.chat import prompt_description
-from engine.engine import Admission
+from engine.qwen3.prompt import prompt_description
+from engine.runtime.engine import Admission
 from eval_data import QAPair
 
 

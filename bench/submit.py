@@ -15,7 +15,7 @@ from contextlib import aclosing
 from dataclasses import replace
 
 from engine import Completion, Engine, GenerationParams
-from engine.engine import Admission
+from engine.runtime.engine import Admission
 
 SUBMIT_MODES = ("hold", "direct", "legacy")
 

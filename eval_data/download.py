@@ -15,7 +15,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from engine.cache import cache_root
+from engine.models.cache import cache_root
 
 OFFICIAL_URL = (
     "https://raw.githubusercontent.com/SLDRMK/GPU_LLM_Inference_Paratera/"
@@ -31,7 +31,7 @@ class DataError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Where downloaded data lives (in the app's cache folder, `engine.cache`)."""
+    """Where downloaded data lives (in the app's cache folder, `engine.models.cache`)."""
     return cache_root() / "eval_data"
 
 

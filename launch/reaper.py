@@ -25,7 +25,7 @@ GRACE_SECONDS = 3.0
 
 def start_reaper() -> subprocess.Popen:
     """Start the reaper for this process; the returned process's stdin is the lifeline."""
-    from engine.children import keep
+    from launch.processes import keep
 
     reaper = subprocess.Popen(
         [sys.executable, "-m", "launch.reaper", str(os.getpid())],

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from engine.children import keep
+from launch.processes import keep
 
 ROOT = Path(__file__).resolve().parent.parent
 RESTART_PAUSE_S = 2.0

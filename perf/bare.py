@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.report import result_path
 from bench.workloads import workload_list
 from engine import config_from_args
-from engine.flags import positive_int
+from engine.settings.flags import positive_int
 from perf.offline import offline_runs, offline_workloads, tool_parser, tool_questions
 
 

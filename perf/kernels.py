@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.workloads import WORKLOADS
 from engine import config_from_args
-from engine.models import resolve_model
+from engine.models.sources import resolve_model
 from perf.offline import offline_batch, start_llm, timed_generate, tool_parser, tool_questions
 
 

@@ -14,13 +14,13 @@ import time
 
 from bench.workloads import BenchmarkSpec, build_params
 from engine import BENCH_BATCH, add_config_arguments
-from engine.chat import chat_prompt_ids, resolve_thinking, token_ids
-from engine.config import EngineConfig
-from engine.flags import positive_int
-from engine.lifecycle import load_tokenizer
-from engine.models import resolve_model
+from engine.models.sources import resolve_model
+from engine.qwen3.prompt import chat_prompt_ids, resolve_thinking, token_ids
+from engine.runtime.lifecycle import load_tokenizer
+from engine.runtime.vllm_args import engine_kwargs, sampling_params
+from engine.settings.config import EngineConfig
+from engine.settings.flags import positive_int
 from engine.types import GenerationParams
-from engine.vllm_args import engine_kwargs, sampling_params
 from eval_data import (
     DataError,
     FormatError,

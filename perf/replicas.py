@@ -23,8 +23,8 @@ from pathlib import Path
 
 from bench.workloads import WORKLOADS
 from engine import config_from_args
-from engine.devices import runs_on_cpu
-from engine.flags import positive_int
+from engine.settings.devices import runs_on_cpu
+from engine.settings.flags import positive_int
 from perf.offline import offline_batch, start_llm, timed_generate, tool_parser, tool_questions
 
 

@@ -106,12 +106,12 @@ for s in $steps; do
         "$py" -m bench --profile "$profile" "${common[@]}" --workload full --runs 5 \
         --data-parallel-size 2 --out "$out/dp2-cpu-bench.json" ;;
     # two hosts played by two processes: the head (rank 0, GPU 0) and a rank on "another host"
-    # (rank 1, GPU 1, python -m engine.rank), the benchmark through the head
+    # (rank 1, GPU 1, python -m launch.rank), the benchmark through the head
     two-hosts)
       hosts=(--profile "$profile" --model "$model" --data-parallel-size 2
         --data-parallel-size-local 1 --data-parallel-address 127.0.0.1
         --data-parallel-rpc-port 13345)
-      CUDA_VISIBLE_DEVICES=1 $py -m engine.rank --data-parallel-start-rank 1 "${hosts[@]}" \
+      CUDA_VISIBLE_DEVICES=1 $py -m launch.rank --data-parallel-start-rank 1 "${hosts[@]}" \
         >"$out/two-hosts-rank1.log" 2>&1 &
       rank1=$!
       step two-hosts 150 env CUDA_VISIBLE_DEVICES=0 "$py" -m bench "${hosts[@]}" --thinking on \

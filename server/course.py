@@ -63,7 +63,7 @@ def parse_prompts(body: bytes, max_batch: int) -> tuple[list[str], bool]:
 
 async def answer_all(engine: Engine, questions: list[str], params: GenerationParams) -> list[str]:
     """One answer per question, in order; the whole list goes to the engine as one batch, with
-    the engine's course prompt (see `engine.chat.default_thinking`)."""
+    the engine's course prompt (see `engine.qwen3.prompt.default_thinking`)."""
     # Admitted before the prompts are built: a busy engine refuses at once.
     with engine.admit(len(questions)) as admitted:
         prompts = await asyncio.to_thread(lambda: [engine.chat_prompt(q) for q in questions])

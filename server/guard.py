@@ -14,7 +14,7 @@ import secrets
 from starlette.types import Send
 
 from engine import EngineService
-from engine.engine import Admission
+from engine.runtime.engine import Admission
 from engine.types import EngineUnavailable, ServerStopping
 from server.errors import NotOffered, Unauthorized
 

@@ -10,14 +10,12 @@
 A chat streams one JSON line per engine output: `{"reasoning": "...", "answer": "...",
 "tokens": n}` deltas, then `{"done": true, "tokens", "ttft_s", "elapsed_s", "finish_reason",
 "dropped_turns"}`; an error after the first line is a line `{"error": "...", "code": "busy",
-"status": 503}` (`server.errors`).
-The prompt is cut to the context by dropping the oldest turns (`engine.chat.fit_to_context`),
-rendered and tokenized off the engine loop. A benchmark's progress lines carry only the
-samples finished since the line before. One benchmark runs at a time, whichever UI worker asks:
-the run is claimed in the handler, before its response starts, so that of two requests arriving
-together the second gets 409 `benchmark_running`; the server keeps who started it (`owner`, the
-visitor's Gradio session), so that only they can cancel it from any worker.
-"""
+"status": 503}` (`server.errors`). The prompt is cut to the context by dropping the oldest turns
+(`engine.qwen3.prompt.fit_to_context`), rendered and tokenized off the engine loop. A benchmark's
+progress lines carry only the samples finished since the line before. One benchmark runs at a time,
+whichever UI worker asks: the run is claimed in the handler, before its response starts, so that of
+two requests arriving together the second gets 409 `benchmark_running`; the server keeps who started
+it (`owner`, the visitor's Gradio session), so that only they can cancel it from any worker."""
 
 from __future__ import annotations
 
@@ -32,8 +30,8 @@ from starlette.responses import StreamingResponse
 
 from bench import BenchmarkResult, BenchmarkSpec, run_benchmark
 from engine import EngineService, EngineUnavailable, GenerationParams
-from engine.chat import ThinkSplitter
-from engine.engine import Admission
+from engine.qwen3.reasoning import ThinkSplitter
+from engine.runtime.engine import Admission
 from engine.types import ServerStopping, ServiceError
 from eval_data import QAPair
 from server.course import load

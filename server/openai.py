@@ -23,7 +23,7 @@ import re
 from starlette.types import Receive, Scope, Send
 
 from engine import Engine
-from engine.vllm_args import server_args
+from engine.runtime.vllm_args import server_args
 
 CHAT_PATH = "/v1/chat/completions"
 # A JSON string value (or null) of the `reasoning` field, as vLLM writes it.

@@ -34,8 +34,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from engine.config import BENCH_BATCH  # noqa: E402
-from engine.devices import runs_on_cpu  # noqa: E402
+from engine.settings.config import BENCH_BATCH  # noqa: E402
+from engine.settings.devices import runs_on_cpu  # noqa: E402
 from eval_data import SAMPLE_FILE, load_course_file  # noqa: E402
 from eval_data.download import ENV_FILE, FILE_NAME, OFFICIAL_SHA256, sha256_of  # noqa: E402
 from launch.ui_process import free_port  # noqa: E402  (re-exported for the tests)
@@ -144,7 +144,7 @@ def seed_details() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from engine.models import build_builtin
+    from engine.models.sources import build_builtin
 
     return build_builtin("tiny-random")
 
@@ -312,9 +312,9 @@ def app(tmp_path_factory, questions, tiny_model_dir) -> RunningApp:
 # (Imported here rather than at the top, to keep this section in one piece.)
 import re  # noqa: E402
 
-from engine.cache import default_cache_root  # noqa: E402
-from engine.chat import DEFAULT_SYSTEM_PROMPT  # noqa: E402
-from engine.qwen3_files import ENV_DIR, tokenizer_dir  # noqa: E402
+from engine.models.cache import default_cache_root  # noqa: E402
+from engine.models.qwen3_files import ENV_DIR, tokenizer_dir  # noqa: E402
+from engine.qwen3.prompt import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 
 # The tests keep built models and data in a cache folder of their own (QWEN_DEMO_CACHE above);
 # Qwen3's tokenizer files are the ones ./setup.sh fetched into the user's cache (an offline
@@ -402,7 +402,7 @@ def prompt_with_budget(tokenizer, budget: int, max_model_len: int = 1024) -> str
     have distinct, known lengths: that makes their order checkable even though the random
     model's text hardly depends on the question.
     """
-    from engine.chat import chat_prompt_ids
+    from engine.qwen3.prompt import chat_prompt_ids
 
     target = max_model_len - budget
 

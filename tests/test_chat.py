@@ -1,4 +1,4 @@
-"""engine.chat against Qwen3's own tokenizer and chat template (the built-in models' files).
+"""engine.qwen3.prompt against Qwen3's own tokenizer and chat template (the built-in models' files).
 
 Thinking on/off prompts, `</think>` split from text streamed token by token the way vLLM's
 detokenizer streams it, history without reasoning, the course prompts' token counts, and the
@@ -9,17 +9,16 @@ import hashlib
 
 import pytest
 
-from engine.chat import (
-    answer_text,
+from engine.models.qwen3_files import THINK_IDS, TOKENIZER_FILES
+from engine.qwen3.prompt import (
     build_messages,
     chat_prompt_ids,
     default_thinking,
     render_prompt,
     resolve_thinking,
-    split_thinking,
     token_ids,
 )
-from engine.qwen3_files import THINK_IDS, TOKENIZER_FILES
+from engine.qwen3.reasoning import answer_text, split_thinking
 
 COURSE_PROMPT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -172,7 +171,7 @@ def _conversation(turns: int, words: int) -> list[dict]:
 
 
 def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(tokenizer):
-    from engine.chat import fit_to_context, prompt_ids
+    from engine.qwen3.prompt import fit_to_context, prompt_ids
 
     messages = _conversation(turns=6, words=60)
     whole = prompt_ids(tokenizer, messages, True)
@@ -193,7 +192,7 @@ def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(tokenizer
 
 
 def test_a_message_that_does_not_fit_alone_is_refused_with_its_size(tokenizer):
-    from engine.chat import fit_to_context
+    from engine.qwen3.prompt import fit_to_context
     from engine.types import RequestError
 
     messages = [{"role": "user", "content": "warp " * 2000}]

@@ -2,13 +2,13 @@
 
 - Choices without an engine: `--data-parallel-size auto` takes every visible GPU (fake GPUs
   here), the status names the GPUs and the idle ones, bad layouts are refused with a message,
-  and `python -m engine.rank` refuses to start without the head's address and port.
+  and `python -m launch.rank` refuses to start without the head's address and port.
 - `two_ranks` (one app, `--data-parallel-size 2`): chat streams, Stop frees the request,
   `/predict` answers a batch, the benchmark's held batch reaches both ranks (the summary says
   how it split), the admission limit counts both ranks, a killed rank brings the engine back
   in the same server, and SIGTERM leaves no process and logs no EngineDeadError.
 - Two hosts played by two processes: the app as head with one local rank, and
-  `python -m engine.rank` as the second rank; a benchmark runs across both. A head whose
+  `python -m launch.rank` as the second rank; a benchmark runs across both. A head whose
   remote rank never comes says so within its join timeout.
 """
 
@@ -26,10 +26,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import devices, flags, profiles
-from engine.devices import Gpu
-from engine.models import ResolvedModel
-from engine.vllm_args import engine_kwargs
+from engine.models.sources import ResolvedModel
+from engine.runtime.vllm_args import engine_kwargs
+from engine.settings import devices, flags, profiles
+from engine.settings.devices import Gpu
 from tests.conftest import (
     ROOT,
     TEST_ENGINE,
@@ -98,7 +98,7 @@ def test_bad_layouts_are_refused(overrides, message):
 
 def test_a_rank_without_the_heads_address_is_refused():
     done = subprocess.run(
-        [sys.executable, "-m", "engine.rank", "--data-parallel-start-rank", "1"],
+        [sys.executable, "-m", "launch.rank", "--data-parallel-start-rank", "1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -261,13 +261,13 @@ def test_kill_9_of_the_app_leaves_neither_rank_running(tmp_path_factory, questio
 
 # ---- two hosts, played by two processes ---------------------------------------------------
 def rank_process(tmp_path, port: int) -> subprocess.Popen:
-    """`python -m engine.rank` as the second host runs it: rank 1 of 2, same engine flags."""
+    """`python -m launch.rank` as the second host runs it: rank 1 of 2, same engine flags."""
     log = open(tmp_path / "rank1.log", "w")
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "engine.rank",
+            "launch.rank",
             "--data-parallel-start-rank",
             "1",
             *head_flags(port),
@@ -331,7 +331,7 @@ def test_a_head_whose_remote_rank_never_comes_says_so(tmp_path, questions):
             300,
             "the head to give up waiting",
         )
-        assert "did not join" in status["detail"] and "python -m engine.rank" in status["detail"]
+        assert "did not join" in status["detail"] and "python -m launch.rank" in status["detail"]
         assert app.process.poll() is None  # the web server keeps serving
     finally:
         assert stop_app(app) == 0

@@ -1,5 +1,5 @@
-"""engine.devices: GPUs from nvidia-smi (a fake one on PATH here), CUDA_VISIBLE_DEVICES, the
-vLLM build, and what the app calls the device."""
+"""engine.settings.devices: GPUs from nvidia-smi (a fake one on PATH here), CUDA_VISIBLE_DEVICES,
+the vLLM build, and what the app calls the device."""
 
 import importlib.metadata
 import os
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from engine import devices
-from engine.devices import Gpu, parse_nvidia_smi, visible
+from engine.settings import devices
+from engine.settings.devices import Gpu, parse_nvidia_smi, visible
 
 SMI = """0, NVIDIA H100 80GB HBM3, 9.0, 81559, GPU-aaaa1111
 1, NVIDIA H100 80GB HBM3, 9.0, 81559, GPU-bbbb2222
@@ -48,13 +48,16 @@ def test_cuda_visible_devices_masks_and_orders():
 
 
 def run_probe(tmp_path, **env) -> str:
-    """What `python -m engine.devices` prints with a fake nvidia-smi first on PATH."""
+    """What `python -m engine.settings.devices` prints with a fake nvidia-smi first on PATH."""
     fake = tmp_path / "nvidia-smi"
     fake.write_text(FAKE_SMI)
     fake.chmod(0o755)
     environment = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", **env}
     done = subprocess.run(
-        [sys.executable, "-m", "engine.devices"], capture_output=True, text=True, env=environment
+        [sys.executable, "-m", "engine.settings.devices"],
+        capture_output=True,
+        text=True,
+        env=environment,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -118,7 +121,7 @@ def test_the_installed_vllm_build_is_recognised():
 
 
 def test_placement_names_the_cpu_or_the_one_gpu_used(monkeypatch):
-    from engine.profiles import make_config
+    from engine.settings.profiles import make_config
 
     monkeypatch.setattr(devices, "runs_on_cpu", lambda: True)
     assert devices.placement(make_config("hopper"))["device"] == "CPU"  # whatever the profile

@@ -232,7 +232,7 @@ def test_the_environment_names_are_ones_the_app_reads(steps):
     code = "".join(f.read_text() for f in app_files())
     for name in names:
         assert f'"{name}"' in code, f"the image sets {name}, which the app never reads"
-    download = next(run for run in args_of(steps, "RUN") if "engine.models download" in run)
+    download = next(run for run in args_of(steps, "RUN") if "engine.models.sources download" in run)
     assert f"--out {env['QWEN_DEMO_MODEL']}" in download, download
 
 

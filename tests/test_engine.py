@@ -49,7 +49,7 @@ def wait_idle(service, timeout=30.0):
 def test_status_reports_ready_with_engine_facts(service):
     status = service.status()
     assert status.ready and status.startup_seconds > 0
-    from engine.devices import gpu, runs_on_cpu
+    from engine.settings.devices import gpu, runs_on_cpu
 
     assert status.info["device"] == ("CPU" if runs_on_cpu() else gpu().name)
     assert status.info["random_weights"] is True

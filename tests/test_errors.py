@@ -57,8 +57,8 @@ def idle():
 def full(idle) -> None:
     """Make the engine look ready with every slot of its admission limit taken."""
     engine = idle.engine
-    engine._llm = LiveVllm()
-    engine._status = EngineStatus("ready", "ready")
+    engine.life.llm = LiveVllm()
+    engine.life.status = EngineStatus("ready", "ready")
     engine.unfinished_requests = lambda: engine.config.admission_limit
 
 
@@ -116,7 +116,7 @@ def test_an_engine_not_ready_is_503_not_ready_with_retry_after_on_every_route(id
     course_error(ask(private, "POST", "/internal/benchmark", BENCHMARK), 503, "not_ready")
     # vLLM's routes before vLLM's app is built, and the guard in front of them
     openai_error(ask(guarded, "GET", "/v1/models"), 503, ErrorCode.NOT_READY)
-    idle.engine._status = EngineStatus("loading", "loading")
+    idle.engine.life.status = EngineStatus("loading", "loading")
     _, _, guarded = apps(idle, vllm_status=200)
     openai_error(ask(guarded, "POST", "/v1/chat/completions", {}), 503, ErrorCode.NOT_READY)
 
@@ -128,7 +128,7 @@ def test_a_server_shutting_down_is_503_shutting_down_with_retry_after(idle):
     course_error(ask(private, "POST", "/internal/chat", CHAT), 503, ErrorCode.SHUTTING_DOWN)
     openai_error(ask(guarded, "POST", "/v1/completions", {}), 503, ErrorCode.SHUTTING_DOWN)
     idle.closing = False
-    idle.engine._ended_by = ServerStopping()  # the engine's own refusal, past the guard
+    idle.engine.life.ended_by = ServerStopping()  # the engine's own refusal, past the guard
     course_error(ask(public, "POST", "/predict", {"prompt": "x"}), 503, "shutting_down")
 
 

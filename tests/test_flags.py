@@ -1,12 +1,13 @@
-"""engine.flags: every engine setting has a flag of the right type; left out, the profile's."""
+"""engine.settings.flags: every engine setting has a flag of the right type; left out, the
+profile's."""
 
 import argparse
 
 import pytest
 
-from engine.config import EngineConfig
-from engine.flags import add_config_arguments, config_from_args, flag_settings
-from engine.profiles import make_config
+from engine.settings.config import EngineConfig
+from engine.settings.flags import add_config_arguments, config_from_args, flag_settings
+from engine.settings.profiles import make_config
 
 
 def parse(*argv: str):

@@ -234,7 +234,7 @@ def test_cancelled_chat_frees_its_engine_slot(app, tokenizer):
     ends far short of the length it would run to, and its slot is free again."""
     from gradio_client import Client
 
-    from engine.chat import chat_prompt_ids
+    from engine.qwen3.prompt import chat_prompt_ids
 
     message = "Write a very long essay about GPU memory."
     # The length the reply would reach uncancelled: the rest of the context (1024 new tokens
@@ -316,7 +316,7 @@ def test_the_engine_yields_the_cpu_to_the_web_processes(app):
     come first and the engine takes the rest; a GPU profile: 0)."""
     import psutil
 
-    from engine.profiles import make_config
+    from engine.settings.profiles import make_config
     from tests.conftest import TEST_PROFILE
 
     expected = make_config(TEST_PROFILE).engine_nice

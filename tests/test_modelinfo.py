@@ -1,11 +1,12 @@
-"""engine.modelinfo: the side process writes the cache entry that vLLM itself then accepts."""
+"""engine.models.modelinfo: the side process writes the cache entry that vLLM itself then
+accepts."""
 
 import json
 import os
 import subprocess
 import sys
 
-from engine import modelinfo
+from engine.models import modelinfo
 
 # What vLLM's own start-up does with the entry: find it, check its hash, use it.
 VLLM_LOOKUP = """

@@ -1,4 +1,5 @@
-"""engine.models: built-in random models, local folders, and downloads that fail fast offline."""
+"""engine.models.sources: built-in random models, local folders, and downloads that fail fast
+offline."""
 
 import functools
 import hashlib
@@ -10,7 +11,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.models import ModelError, build_builtin, main, resolve_model
+from engine.models.sources import ModelError, build_builtin, main, resolve_model
 from tests.conftest import free_port
 
 
@@ -54,7 +55,7 @@ def test_download_fails_at_once_offline(tmp_path, capsys):
 
 
 def test_tokenizer_files_are_checked_and_a_missing_copy_is_explained(tmp_path, monkeypatch):
-    from engine.qwen3_files import (
+    from engine.models.qwen3_files import (
         ENV_DIR,
         TOKENIZER_FILES,
         TokenizerFilesError,
@@ -79,7 +80,7 @@ def test_tokenizer_files_are_checked_and_a_missing_copy_is_explained(tmp_path, m
 
 def test_fetching_the_tokenizer_fails_clearly(tmp_path, monkeypatch):
     """Offline, and a server that hands out other bytes: each says what went wrong."""
-    from engine.qwen3_files import ENV_DIR, TokenizerFilesError, qwen3_tokenizer_files
+    from engine.models.qwen3_files import ENV_DIR, TokenizerFilesError, qwen3_tokenizer_files
 
     monkeypatch.delenv(ENV_DIR, raising=False)
     monkeypatch.setenv("QWEN_DEMO_CACHE", str(tmp_path / "cache"))  # no fetched copy here
@@ -97,8 +98,8 @@ def test_fetching_the_tokenizer_fails_clearly(tmp_path, monkeypatch):
 
 
 def test_one_cache_folder_holds_models_tokenizer_files_and_data(tmp_path, monkeypatch):
-    from engine.models import models_dir
-    from engine.qwen3_files import ENV_DIR, tokenizer_dir
+    from engine.models.qwen3_files import ENV_DIR, tokenizer_dir
+    from engine.models.sources import models_dir
     from eval_data.download import cache_dir
 
     monkeypatch.delenv(ENV_DIR, raising=False)
@@ -111,7 +112,7 @@ def test_one_cache_folder_holds_models_tokenizer_files_and_data(tmp_path, monkey
 
 
 def test_a_built_in_folder_from_an_older_tokenizer_is_rebuilt(tmp_path):
-    from engine.qwen3_files import BUILD_STAMP, TOKENIZER_FILES
+    from engine.models.qwen3_files import BUILD_STAMP, TOKENIZER_FILES
 
     path = build_builtin("tiny-random", tmp_path / "t")
     (path / BUILD_STAMP).write_text("dashscope ranks")  # as an older build
@@ -122,7 +123,7 @@ def test_a_built_in_folder_from_an_older_tokenizer_is_rebuilt(tmp_path):
 
 
 def test_served_names_are_ids_built_in_names_or_folder_names(tmp_path, tiny_model_dir):
-    from engine.models import MODEL_ID_FILE, ResolvedModel
+    from engine.models.sources import MODEL_ID_FILE, ResolvedModel
 
     assert resolve_model("tiny-random").served_name == "tiny-random"
     assert ResolvedModel("Qwen/Qwen3-0.6B", tmp_path, False, "cache").served_name == (

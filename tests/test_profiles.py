@@ -1,15 +1,16 @@
-"""engine.profiles: the named profiles, the automatic choice per GPU family, fitting to memory."""
+"""engine.settings.profiles: the named profiles, the automatic choice per GPU family, fitting to
+memory."""
 
 from pathlib import Path
 
 import pytest
 
-from engine import devices
-from engine.config import BENCH_BATCH
-from engine.devices import Gpu
-from engine.models import ResolvedModel
-from engine.profiles import ALIASES, PROFILES, choose_profile, make_config
-from engine.vllm_args import engine_kwargs
+from engine.models.sources import ResolvedModel
+from engine.runtime.vllm_args import engine_kwargs
+from engine.settings import devices
+from engine.settings.config import BENCH_BATCH
+from engine.settings.devices import Gpu
+from engine.settings.profiles import ALIASES, PROFILES, choose_profile, make_config
 
 MODEL = ResolvedModel("tiny-random", Path("/m"), True, "built-in")
 

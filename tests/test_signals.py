@@ -107,7 +107,7 @@ def start(target, *args) -> tuple[threading.Thread, list, threading.Event]:
 GROUPS_SCRIPT = """
 import json, multiprocessing, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
-from engine.children import isolate_engine_processes
+from launch.processes import isolate_engine_processes
 
 
 def group(queue):

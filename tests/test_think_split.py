@@ -1,5 +1,5 @@
-"""engine.chat.ThinkSplitter: a streamed reply split into reasoning and answer deltas, with the
-`<think>` and `</think>` tags cut across two and three deltas anywhere.
+"""engine.qwen3.reasoning.ThinkSplitter: a streamed reply split into reasoning and answer deltas,
+with the `<think>` and `</think>` tags cut across two and three deltas anywhere.
 
 Pure: no tokenizer, no engine. Every way of cutting the reply must give the same reasoning and
 answer as the reply sent whole, and no tag text may leak into either part.
@@ -9,7 +9,7 @@ from itertools import combinations
 
 import pytest
 
-from engine.chat import ThinkSplitter
+from engine.qwen3.reasoning import ThinkSplitter
 
 REPLY = "<think>\nwarps run 32 threads.\n</think>\n\nA warp is 32 threads."
 REASONING = "warps run 32 threads.\n"

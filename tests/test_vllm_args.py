@@ -1,10 +1,11 @@
-"""engine.vllm_args: the one place where vLLM's arguments are built, checked against vLLM."""
+"""engine.runtime.vllm_args: the one place where vLLM's arguments are built, checked against
+vLLM."""
 
 from pathlib import Path
 
-from engine.models import ResolvedModel
-from engine.profiles import make_config
-from engine.vllm_args import AUTO_FIT, engine_kwargs
+from engine.models.sources import ResolvedModel
+from engine.runtime.vllm_args import AUTO_FIT, engine_kwargs
+from engine.settings.profiles import make_config
 
 RANDOM = ResolvedModel("tiny-random", Path("/models/tiny"), True, "built-in")
 LOCAL = ResolvedModel("mine", Path("/models/mine"), False, "local")

@@ -16,7 +16,7 @@ from contextlib import aclosing
 
 import gradio as gr
 
-from engine.chat import DEFAULT_SYSTEM_PROMPT, build_messages, sampling_defaults
+from engine.qwen3.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sampling_defaults
 from ui.backend import Backend, BackendError
 from ui.errors import visitor_error
 

@@ -1,10 +1,10 @@
 """Chat prompts for Qwen3: messages in, token ids out (the one place that does it, for the chat,
-the benchmark and `/predict`); the context's limit; reasoning split from the answer.
+the benchmark and `/predict`); thinking on or off and its sampling; the context's limit.
 
 Qwen3 thinks between `<think>` and `</think>` before answering. With thinking off, the prompt
 opens the answer with an empty think block. Earlier replies go back to the model without
 their reasoning. `<think>` and `</think>` are ordinary tokens in Qwen3's vocabulary, so they
-stay in the decoded text and are split off here.
+stay in the decoded text and are split off by `engine.qwen3.reasoning`.
 
 Thinking on renders exactly the course system's prompt (ChatML: system, user, then
 `<|im_start|>assistant\n`), which its fine-tuned model answers directly; the stock Qwen3-0.6B
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.qwen3.reasoning import split_thinking
 from engine.types import RequestError
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
@@ -63,25 +63,6 @@ def prompt_description(thinking: bool) -> str:
 def sampling_defaults(thinking: bool) -> SamplingDefaults:
     """Recommended sampling settings for thinking or non-thinking mode."""
     return THINKING_DEFAULTS if thinking else NON_THINKING_DEFAULTS
-
-
-def split_thinking(text: str) -> tuple[str, str, bool]:
-    """Split model output into (reasoning, answer, reasoning_finished).
-
-    Text before a `</think>` is reasoning; an opened but unclosed block is all reasoning.
-    """
-    if THINK_CLOSE in text:
-        reasoning, answer = text.split(THINK_CLOSE, 1)
-        return reasoning.replace(THINK_OPEN, "", 1).strip(), answer.strip(), True
-    stripped = text.lstrip()
-    if stripped.startswith(THINK_OPEN):
-        return stripped[len(THINK_OPEN) :].strip(), "", False
-    return "", text.strip(), True
-
-
-def answer_text(text: str) -> str:
-    """The answer part of a reply: reasoning removed, stripped ('' if it never finished)."""
-    return split_thinking(text)[1]
 
 
 def build_messages(
@@ -160,64 +141,3 @@ def fit_to_context(
         f"the message makes a prompt of {len(alone)} tokens; this engine takes at most "
         f"{max_model_len - room} (max_model_len {max_model_len}, leaving {room} for the reply)"
     )
-
-
-class ThinkSplitter:
-    """Splits a streamed reply into reasoning and answer deltas as its text arrives.
-
-    Text inside a leading `<think>...</think>` is reasoning, the rest the answer; a tag cut
-    across two deltas is held back until it is whole. Each part starts at its first
-    non-blank character.
-    """
-
-    def __init__(self):
-        self.mode = "start"  # start, thinking, answer
-        self.held = ""
-        self.started = {"reasoning": False, "answer": False}
-
-    def feed(self, text: str) -> tuple[str, str]:
-        """(reasoning, answer) text that this delta adds."""
-        self.held += text
-        reasoning = answer = ""
-        if self.mode == "start":
-            stripped = self.held.lstrip()
-            if stripped.startswith(THINK_OPEN):
-                self.mode, self.held = "thinking", stripped[len(THINK_OPEN) :]
-            elif THINK_OPEN.startswith(stripped):
-                return "", ""  # perhaps the start of <think>: wait for more
-            else:
-                self.mode = "answer"
-        if self.mode == "thinking":
-            if THINK_CLOSE in self.held:
-                reasoning, self.held = self.held.split(THINK_CLOSE, 1)
-                self.mode = "answer"
-            else:
-                keep = _partial_suffix(self.held, THINK_CLOSE)
-                reasoning, self.held = (
-                    self.held[: len(self.held) - keep],
-                    self.held[len(self.held) - keep :],
-                )
-        if self.mode == "answer":
-            answer, self.held = self.held, ""
-        return self._trim("reasoning", reasoning), self._trim("answer", answer)
-
-    def finish(self) -> tuple[str, str]:
-        """What is still held back, once the reply has ended."""
-        held, self.held = self.held, ""
-        if self.mode == "thinking":
-            return self._trim("reasoning", held), ""
-        return "", self._trim("answer", held)
-
-    def _trim(self, part: str, text: str) -> str:
-        if not self.started[part]:
-            text = text.lstrip()
-            self.started[part] = bool(text)
-        return text
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of `text` that begins `tag` (a tag cut off mid-way)."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0

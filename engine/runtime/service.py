@@ -26,11 +26,10 @@ from contextlib import suppress
 
 import uvloop
 
-from engine.children import stop_engine_processes
-from engine.config import EngineConfig
-from engine.engine import Engine
-from engine.lifecycle import BeforeReady
+from engine.runtime.engine import BeforeReady, Engine
+from engine.settings.config import EngineConfig
 from engine.types import EngineStatus, EngineUnavailable, ServerStopping
+from launch.processes import stop_engine_processes
 
 WATCH_SECONDS = 0.5
 # A dead engine is restarted only if no stop arrives within this time: a stop signal sent to
@@ -44,7 +43,7 @@ class EngineService:
     def __init__(self, config: EngineConfig, auto_restart: bool = True):
         self.config = config
         self.auto_restart = auto_restart
-        # Coroutines run on every new engine before it says ready (see `EngineLifecycle`);
+        # Coroutines run on every new engine before it says ready (see `Engine.start`);
         # add them before `start()`.
         self.before_ready: list[BeforeReady] = []
         self.engine = Engine(config, self.before_ready)

@@ -1,6 +1,7 @@
-"""The shared engine's requests: admission, prompts, streaming (the core call), batches.
+"""The one engine object: its start, admission, prompts, streaming (the core call), batches.
 
-One `Engine` wraps one vLLM `AsyncLLM` on one asyncio loop (`engine.service` runs it on a
+One `Engine` holds one `Lifecycle` (`engine.runtime.lifecycle`: the vLLM `AsyncLLM`, its
+status, health and shutdown) on one asyncio loop (`engine.runtime.service` runs it on a
 thread of its own for callers elsewhere). Streaming is the core call; a batch is many requests
 that report only their final output, added while vLLM's scheduler is held so that the engine's
 first step holds the whole batch.
@@ -16,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, aclosing, asynccontextmanager, nullcontext
 from dataclasses import replace
 
-from engine.chat import DEFAULT_SYSTEM_PROMPT, FittedPrompt, chat_prompt_ids, fit_to_context
-from engine.chat import token_ids as encode_text
-from engine.lifecycle import EngineLifecycle
+from engine.qwen3.prompt import DEFAULT_SYSTEM_PROMPT, FittedPrompt, chat_prompt_ids, fit_to_context
+from engine.qwen3.prompt import token_ids as encode_text
+from engine.runtime.lifecycle import Lifecycle
+from engine.runtime.vllm_args import sampling_params, token_prompt
+from engine.runtime.warmup import warm_up
+from engine.settings.config import EngineConfig
 from engine.types import (
     Chunk,
     Completion,
@@ -32,9 +36,11 @@ from engine.types import (
     RequestError,
     ServerStopping,
 )
-from engine.vllm_args import sampling_params, token_prompt
 
 BUSY = "server busy: {queued} requests in the engine, limit {limit}; try again shortly"
+# Run on every new engine once vLLM is up and warm, before it says ready (e.g. building an HTTP
+# server's state on it).
+BeforeReady = Callable[["Engine"], Awaitable[None]]
 
 
 class Admission:
@@ -45,7 +51,7 @@ class Admission:
         self.engine, self.count = engine, count
 
     def release(self) -> None:
-        self.engine._admitted -= self.count
+        self.engine.let_go(self.count)
         self.count = 0
 
     def __enter__(self) -> Admission:
@@ -90,11 +96,88 @@ async def _collected(collector) -> AsyncIterator:
         collector.close()
 
 
-class Engine(EngineLifecycle):
-    """The one shared AsyncLLM: admission, prompts and generation on top of its lifecycle."""
+class Engine:
+    """The one shared AsyncLLM: its start, admission, prompts and generation; its life (build,
+    status, health, shutdown) is held in `life`."""
 
-    _holds = 0  # batches being added while the scheduler is held
-    _admitted = 0  # requests let in and not yet let go (see `admit`)
+    def __init__(self, config: EngineConfig, before_ready: Sequence[BeforeReady] = ()):
+        self.config = config
+        self.before_ready = before_ready
+        self.life = Lifecycle(config)
+        self._holds = 0  # batches being added while the scheduler is held
+        self._admitted = 0  # requests let in and not yet let go (see `admit`)
+
+    # ---- start -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Resolve the model, build vLLM, warm up, run the before-ready hooks; then ready."""
+        life = self.life
+        life.began()
+        try:
+            await life.build()
+            await warm_up(self)
+            if self.before_ready:
+                async with life.startup_phase("api", "loading", "building the HTTP API's state"):
+                    for hook in self.before_ready:
+                        await hook(self)
+        except BaseException as err:
+            life.start_failed(err)
+            raise
+        life.ready()
+
+    # ---- what the life holds, for callers ------------------------------------------
+    @property
+    def status(self):
+        return self.life.status
+
+    @property
+    def model(self):
+        return self.life.model
+
+    @property
+    def tokenizer(self):
+        return self.life.tokenizer
+
+    @property
+    def thinking(self) -> bool | None:
+        return self.life.thinking
+
+    @property
+    def max_model_len(self) -> int:
+        return self.life.max_model_len
+
+    @property
+    def counters(self):
+        return self.life.counters
+
+    @property
+    def async_llm(self):
+        """vLLM's AsyncLLM once built (None before), for code that serves vLLM's own APIs."""
+        return self.life.llm
+
+    @property
+    def stopping(self) -> bool:
+        return self.life.stopping
+
+    def startup_phase(self, name: str, phase: str, message: str):
+        return self.life.startup_phase(name, phase, message)
+
+    def report(self, message: str, progress: float | None) -> None:
+        self.life.report(message, progress)
+
+    def dead_reason(self) -> str | None:
+        return self.life.dead_reason()
+
+    def mark_failed(self, reason: str) -> None:
+        self.life.mark_failed(reason)
+
+    def stop_requests(self, error: Exception) -> None:
+        self.life.stop_requests(error)
+
+    def unfinished_requests(self) -> int:
+        return self.life.unfinished_requests()
+
+    async def close(self) -> None:
+        await self.life.close()
 
     # ---- admission -------------------------------------------------------------------
     def admit(self, count: int = 1, ready: bool = True) -> Admission:
@@ -103,10 +186,10 @@ class Engine(EngineLifecycle):
         admission limit). The room is held until the Admission is released, so callers racing
         between the check and vLLM's queue cannot both take the last slot."""
         if self.stopping:
-            raise self._ended_by
-        if self._llm is None or (ready and not self._status.ready):
+            raise self.life.ended_by
+        if self.life.llm is None or (ready and not self.life.status.ready):
             raise EngineUnavailable(
-                f"engine not ready: {self._status.phase} ({self._status.message})"
+                f"engine not ready: {self.life.status.phase} ({self.life.status.message})"
             )
         # vLLM's count can run ahead of ours for a moment (an abort not yet processed, an
         # OpenAI request with several prompts), so the larger of the two counts.
@@ -115,6 +198,10 @@ class Engine(EngineLifecycle):
             raise EngineBusy(BUSY.format(queued=queued, limit=limit))
         self._admitted += count
         return Admission(self, count)
+
+    def let_go(self, count: int) -> None:
+        """Give back room an Admission held."""
+        self._admitted -= count
 
     def admitted(
         self, held: Admission | None, count: int, ready: bool = True
@@ -131,7 +218,7 @@ class Engine(EngineLifecycle):
         thinking: bool | None = None,
     ) -> list[int]:
         """Token ids of one question as a chat prompt; `thinking` None: the engine's
-        course-prompt setting (see `engine.chat.default_thinking`)."""
+        course-prompt setting (see `engine.qwen3.prompt.default_thinking`)."""
         chosen = self.thinking if thinking is None else thinking
         return chat_prompt_ids(self._tokenizer(), question, system_prompt, chosen is not False)
 
@@ -190,7 +277,7 @@ class Engine(EngineLifecycle):
         sampling = sampling_params(params, max_tokens, final_only=False)
         request_id = request_id or f"chat-{uuid.uuid4().hex[:12]}"
         start, first, produced, finished = time.perf_counter(), None, 0, False
-        outputs = self._llm.generate(token_prompt(prompt_ids), sampling, request_id)
+        outputs = self.life.llm.generate(token_prompt(prompt_ids), sampling, request_id)
         try:
             async for out in outputs:
                 piece = out.outputs[0]
@@ -271,10 +358,10 @@ class Engine(EngineLifecycle):
         try:
             async with self._hold_scheduler(hold):
                 for i, prompt in enumerate(prompts):
-                    collector = await self._llm.add_request(
+                    collector = await self.life.llm.add_request(
                         ids[i], token_prompt(prompt), samplings[i]
                     )
-                    ranks[i] = _rank_of(self._llm, collector.request_id)
+                    ranks[i] = _rank_of(self.life.llm, collector.request_id)
                     tasks.append(asyncio.create_task(follow(i, _collected(collector))))
             for _ in range(len(prompts)):
                 item = await done.get()
@@ -292,7 +379,7 @@ class Engine(EngineLifecycle):
         """Close a stream's vLLM iterator and abort its request if it did not finish."""
         await outputs.aclose()
         if not finished and self._can_abort():
-            await self._llm.abort(request_id)
+            await self.life.llm.abort(request_id)
 
     async def _end_batch(self, tasks: list[asyncio.Task], unfinished: set[str]) -> None:
         """Stop following a batch and abort its unfinished requests."""
@@ -300,7 +387,7 @@ class Engine(EngineLifecycle):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if unfinished and self._can_abort():
-            await self._llm.abort(sorted(unfinished))
+            await self.life.llm.abort(sorted(unfinished))
 
     def _completion(self, index: int, final, prompt_tokens: int, start: float, decode: bool):
         """The Completion of a finished request, from its final RequestOutput."""
@@ -319,7 +406,7 @@ class Engine(EngineLifecycle):
         message follows the batch's add messages on the same socket, so the engine core sees
         every request of the batch before its next step.
         """
-        client = self._llm.engine_core
+        client = self.life.llm.engine_core
         if not hold:
             yield
             return
@@ -330,7 +417,7 @@ class Engine(EngineLifecycle):
             yield
         finally:
             self._holds -= 1
-            if self._holds == 0 and self._llm is not None and not self._llm.errored:
+            if self._holds == 0 and self.life.llm is not None and not self.life.llm.errored:
                 await _run_to_end(client.resume_scheduler_async())
 
     # ---- errors ----------------------------------------------------------------------
@@ -338,18 +425,18 @@ class Engine(EngineLifecycle):
         """Whether aborting requests still means anything (not on a dead, failed or stopping
         engine, which may be shutting down in another thread)."""
         return (
-            self._llm is not None
-            and not self._llm.errored
-            and self._status.phase != "failed"
-            and self._ended_by is None
+            self.life.llm is not None
+            and not self.life.llm.errored
+            and self.life.status.phase != "failed"
+            and self.life.ended_by is None
         )
 
     def _ended_error(self) -> EngineUnavailable:
         """The error of a request that vLLM, not its caller, ended."""
-        if isinstance(self._ended_by, EngineUnavailable):
-            return self._ended_by
-        if self._ended_by is not None:
-            return EngineUnavailable(str(self._ended_by))
+        if isinstance(self.life.ended_by, EngineUnavailable):
+            return self.life.ended_by
+        if self.life.ended_by is not None:
+            return EngineUnavailable(str(self.life.ended_by))
         return ServerStopping("the engine stopped the request: the server is shutting down")
 
     def _raise_as_engine_error(self, err: BaseException):
@@ -359,14 +446,14 @@ class Engine(EngineLifecycle):
         if isinstance(err, QueueOverflowError):
             limit = self.config.admission_limit
             raise EngineBusy(BUSY.format(queued=self.unfinished_requests(), limit=limit)) from err
-        if self._ended_by is not None:
+        if self.life.ended_by is not None:
             raise self._ended_error() from err
         reason = self.dead_reason()
         if reason:
             self.mark_failed(reason)
             raise EngineUnavailable(reason) from err
-        if self._status.phase == "failed":
-            raise EngineUnavailable(f"engine stopped: {self._status.message}") from err
+        if self.life.status.phase == "failed":
+            raise EngineUnavailable(f"engine stopped: {self.life.status.message}") from err
         if isinstance(err, ValueError):
             raise RequestError(str(err)) from err
         raise err

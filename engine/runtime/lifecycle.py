@@ -1,9 +1,10 @@
-"""The engine's life: start (model, vLLM import, build, warm-up), status, health, shutdown.
+"""The engine's life: build (model, vLLM import, AsyncLLM), status, health, shutdown.
 
-`EngineLifecycle` owns one vLLM `AsyncLLM` on one asyncio loop; `engine.engine.Engine` adds
-generation on top. A start reports each phase (model, import, engine, warm-up, api) with its
-seconds in `status`; `stop_requests` ends the requests in flight with a clear error before a
-shutdown or a restart, so that no client takes a cut-off reply for a whole one.
+`Lifecycle` owns one vLLM `AsyncLLM` on one asyncio loop; the engine object
+(`engine.runtime.engine.Engine`) holds one and drives its start (build, warm-up, the hooks that
+run before ready). Each phase (model, import, engine, warm-up, api) shows in `status` with its
+seconds; `stop_requests` ends the requests in flight with a clear error before a shutdown or a
+restart, so that no client takes a cut-off reply for a whole one.
 """
 
 from __future__ import annotations
@@ -11,23 +12,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from http import HTTPStatus
 
-from engine import modelinfo, vllm_args
-from engine.chat import resolve_thinking
-from engine.children import run_in_daemon_thread, stop_engine_processes
-from engine.config import EngineConfig
-from engine.models import ResolvedModel, resolve_model
-from engine.stats import Counters, stat_logger
+from engine.models import modelinfo
+from engine.models.sources import ResolvedModel, resolve_model
+from engine.qwen3.prompt import resolve_thinking
+from engine.runtime import vllm_args
+from engine.runtime.stats import Counters, stat_logger
+from engine.runtime.threads import run_in_daemon_thread
+from engine.settings.config import EngineConfig
 from engine.types import EngineStatus, EngineUnavailable, ServerStopping
+from launch.processes import stop_engine_processes
 
-MODELINFO_TIMEOUT_S = 120  # the side inspection of the model class (engine.modelinfo)
+MODELINFO_TIMEOUT_S = 120  # the side inspection of the model class (engine.models.modelinfo)
 SHUTDOWN_TIMEOUT_S = 5.0  # an engine process's own clean exit, before it is killed
-
-BeforeReady = Callable[["EngineLifecycle"], Awaitable[None]]
 
 
 def _import_vllm():
@@ -54,38 +54,24 @@ def load_tokenizer(path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
-class EngineLifecycle:
-    """One AsyncLLM with its tokenizer, start-up, status and shutdown.
+class Lifecycle:
+    """One AsyncLLM with its tokenizer: build, status, health and shutdown."""
 
-    `before_ready` coroutines run once vLLM is up and warm, before the status says ready
-    (e.g. building an HTTP server's state on this engine).
-    """
-
-    def __init__(self, config: EngineConfig, before_ready: Sequence[BeforeReady] = ()):
+    def __init__(self, config: EngineConfig):
         self.config = config
-        self.before_ready = before_ready
         self.counters = Counters()
         self.model: ResolvedModel | None = None
         self.tokenizer = None
-        self.thinking = config.thinking  # the course prompt's thinking setting, once started
+        self.thinking = config.thinking  # the course prompt's thinking setting, once built
         self.max_model_len = config.max_model_len or 0  # vLLM's figure once built
-        self._llm = None
-        self._status = EngineStatus("idle", "not started")
+        self.llm = None  # vLLM's AsyncLLM once built
+        self.status = EngineStatus("idle", "not started")
+        self.ended_by: Exception | None = None  # what ended the requests in flight, if any
         self._started = 0.0
-        self._ended_by: Exception | None = None  # what ended the requests in flight, if any
 
     # ---- status ----------------------------------------------------------------------
-    @property
-    def status(self) -> EngineStatus:
-        return self._status
-
-    @property
-    def async_llm(self):
-        """vLLM's AsyncLLM once built (None before), for code that serves vLLM's own APIs."""
-        return self._llm
-
     def _set(self, phase: str, message: str, progress: float | None = None, **kw) -> None:
-        self._status = replace(self._status, phase=phase, message=message, progress=progress, **kw)
+        self.status = replace(self.status, phase=phase, message=message, progress=progress, **kw)
         print(
             f"[engine] {phase}: {message}" + (f" ({progress:.0%})" if progress is not None else ""),
             flush=True,
@@ -98,42 +84,35 @@ class EngineLifecycle:
         self._set(phase, message, phase_started=time.time())
         yield
         took = round(time.perf_counter() - began, 1)
-        self._status = replace(
-            self._status, startup_phases=(*self._status.startup_phases, (name, took))
+        self.status = replace(
+            self.status, startup_phases=(*self.status.startup_phases, (name, took))
         )
 
     def report(self, message: str, progress: float | None) -> None:
         """A progress line within the current phase."""
-        self._set(self._status.phase, message, progress)
+        self._set(self.status.phase, message, progress)
 
-    # ---- start -----------------------------------------------------------------------
-    async def start(self) -> None:
-        """Resolve the model, build vLLM, warm up; then ready."""
-        from engine.warmup import warm_up
-
+    def began(self) -> None:
+        """A start begins (its seconds count from here)."""
         self._started = time.perf_counter()
-        try:
-            await self._build()
-            await warm_up(self)
-            if self.before_ready:
-                async with self.startup_phase("api", "loading", "building the HTTP API's state"):
-                    for hook in self.before_ready:
-                        await hook(self)
-            _freeze_startup_heap()
-        except BaseException as err:
-            if self._status.phase != "stopped":
-                self._set(
-                    "failed",
-                    f"start failed: {type(err).__name__}: {err}",
-                    error=f"{type(err).__name__}: {err}",
-                )
-            raise
+
+    def ready(self) -> None:
+        """The start is done: say ready, with its seconds per phase."""
+        _freeze_startup_heap()
         seconds = time.perf_counter() - self._started
-        self._status = replace(self._status, startup_seconds=round(seconds, 1))
-        phases = self._status.phases_text
+        self.status = replace(self.status, startup_seconds=round(seconds, 1))
+        phases = self.status.phases_text
         self._set("ready", f"ready in {seconds:.0f} s ({phases})", phase_started=None)
 
-    async def _build(self) -> None:
+    def start_failed(self, err: BaseException) -> None:
+        """The start failed with `err` (unless a stop ended it): say so."""
+        if self.status.phase != "stopped":
+            reason = f"{type(err).__name__}: {err}"
+            self._set("failed", f"start failed: {reason}", error=reason)
+
+    # ---- build -----------------------------------------------------------------------
+    async def build(self) -> None:
+        """Resolve the model, import vLLM and build its AsyncLLM and the tokenizer."""
         loop = asyncio.get_running_loop()
 
         def progress(message: str, fraction: float | None) -> None:
@@ -147,7 +126,7 @@ class EngineLifecycle:
         side = modelinfo.start(self.model.path)
         async with self.startup_phase("import", "loading", "importing vLLM"):
             AsyncLLM, vllm_version = await asyncio.to_thread(_import_vllm)
-        from engine.devices import placement, runs_on_cpu
+        from engine.settings.devices import placement, runs_on_cpu
 
         engine_message = "starting vLLM: load weights, capture CUDA graphs"
         if runs_on_cpu():
@@ -158,14 +137,14 @@ class EngineLifecycle:
             build = functools.partial(
                 AsyncLLM.from_engine_args, args, stat_loggers=[stat_logger(self.counters)]
             )
-            self._llm = await self._with_remote_ranks(build)
+            self.llm = await self._with_remote_ranks(build)
             self.tokenizer = await asyncio.to_thread(load_tokenizer, self.model.path)
-        self.max_model_len = self._llm.model_config.max_model_len
+        self.max_model_len = self.llm.model_config.max_model_len
         self.thinking = resolve_thinking(
             self.config.thinking, self.config.model, self.model.random_weights
         )
-        self._status = replace(
-            self._status,
+        self.status = replace(
+            self.status,
             info={
                 "model": self.model.name,
                 "served_model_name": self.model.served_name,
@@ -200,16 +179,16 @@ class EngineLifecycle:
             await asyncio.to_thread(stop_engine_processes)
             raise EngineUnavailable(
                 f"the {remote} data-parallel rank(s) on other hosts did not join {where} within "
-                f"{timeout:.0f} s; start them there with `python -m engine.rank` and the same "
+                f"{timeout:.0f} s; start them there with `python -m launch.rank` and the same "
                 "engine flags (README: several hosts), then restart"
             ) from None
 
     # ---- health ----------------------------------------------------------------------
     def dead_reason(self) -> str | None:
         """Why the engine died, or None while it lives (or has not started)."""
-        if self._llm is None or not self._llm.errored:
+        if self.llm is None or not self.llm.errored:
             return None
-        return f"engine process died ({type(self._llm.dead_error).__name__})"
+        return f"engine process died ({type(self.llm.dead_error).__name__})"
 
     def mark_failed(self, reason: str) -> None:
         self._set("failed", reason, error=reason)
@@ -217,14 +196,14 @@ class EngineLifecycle:
     @property
     def stopping(self) -> bool:
         """Whether the server is shutting down (requests in flight were ended for it)."""
-        return isinstance(self._ended_by, ServerStopping)
+        return isinstance(self.ended_by, ServerStopping)
 
     def stop_requests(self, error: Exception) -> None:
         """End every request in flight with `error` (a 503 over vLLM's HTTP API), before a
         restart or a shutdown: shutting down alone ends them with a quiet 'abort' finish,
         which a client takes for a complete reply. Later requests are refused with it too."""
-        self._ended_by = error
-        llm = self._llm
+        self.ended_by = error
+        llm = self.llm
         if llm is None or llm.errored:
             return  # a dead engine has already failed its requests
         from vllm.exceptions import GracefulHTTPError
@@ -235,9 +214,9 @@ class EngineLifecycle:
 
     def unfinished_requests(self) -> int:
         """Requests vLLM still tracks (running, waiting or being aborted)."""
-        if self._llm is None:
+        if self.llm is None:
             return 0
-        return self._llm.output_processor.get_num_unfinished_requests()
+        return self.llm.output_processor.get_num_unfinished_requests()
 
     # ---- shutdown --------------------------------------------------------------------
     async def close(self) -> None:
@@ -248,15 +227,15 @@ class EngineLifecycle:
         an EngineDeadError (and with a stop signal sent to the whole process group, the
         engine processes are already on their way out).
         """
-        llm = self._llm
+        llm = self.llm
         handler = getattr(llm, "output_handler", None)
         if handler is not None and not handler.done():
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
-            if self._ended_by is None:  # nothing delivers their outputs now
+            if self.ended_by is None:  # nothing delivers their outputs now
                 self.stop_requests(EngineUnavailable("the engine was shut down"))
-        self._llm = None
+        self.llm = None
         if llm is not None:  # vLLM kills engine processes still there after the timeout
             await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
-        if self._status.phase != "failed":
+        if self.status.phase != "failed":
             self._set("stopped", "engine shut down")

@@ -8,7 +8,7 @@ The app on the head host runs some ranks itself and waits for the others:
 Each other host starts its share with the same engine flags (profile, model, every override),
 so that all ranks build the same engine:
 
-    python -m engine.rank --data-parallel-start-rank 2 --data-parallel-size 4 \
+    python -m launch.rank --data-parallel-start-rank 2 --data-parallel-size 4 \
         --data-parallel-size-local 2 --data-parallel-address HEAD_IP \
         --data-parallel-rpc-port 13345 [the same engine flags]
 
@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.config import EngineConfig
-from engine.flags import add_config_arguments, config_from_args, positive_int
-from engine.models import resolve_model
+from engine.models.sources import resolve_model
+from engine.settings.config import EngineConfig
+from engine.settings.flags import add_config_arguments, config_from_args, positive_int
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EngineConfig]:
     parser = argparse.ArgumentParser(
-        prog="python -m engine.rank",
+        prog="python -m launch.rank",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_args(argv)
     from vllm.entrypoints.cli.serve import run_headless
 
-    from engine.vllm_args import headless_args, prepare_environment
+    from engine.runtime.vllm_args import headless_args, prepare_environment
 
     prepare_environment(config)
     first = args.data_parallel_start_rank

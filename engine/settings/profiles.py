@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from engine.config import BENCH_BATCH, EngineConfig
+from engine.settings.config import BENCH_BATCH, EngineConfig
 
 if TYPE_CHECKING:
-    from engine.devices import Gpu
+    from engine.settings.devices import Gpu
 
 # CUDA-graph batch sizes of the tuned GPU profiles (volta-turing, ampere-ada, hopper), cut at
 # their max_num_seqs (`graph_sizes`).
@@ -132,7 +132,7 @@ ALIASES = {
 }
 PROFILE_NAMES = ("auto", *PROFILES, *ALIASES)
 
-# The profile of each GPU family (engine.devices.FAMILIES names them).
+# The profile of each GPU family (engine.settings.devices.FAMILIES names them).
 FAMILY_PROFILES = {
     "Volta": "volta-turing",
     "Turing": "volta-turing",
@@ -184,7 +184,7 @@ def choose_profile(gpu: Gpu | None, vllm_build: str | None) -> tuple[str, dict, 
 
 def detect_profile() -> tuple[str, dict, str]:
     """`choose_profile` for this machine (NVML, no CUDA)."""
-    from engine import devices
+    from engine.settings import devices
 
     return choose_profile(devices.gpu(), devices.vllm_build())
 

@@ -1,6 +1,6 @@
-"""The engine's child processes and blocking builds: run a build that may never return, keep
-vLLM's processes out of the app's process group, and end them (engine cores, their workers,
-the data-parallel coordinator) when a build or a shutdown cannot end them itself.
+"""The engine's child processes: keep vLLM's processes out of the app's process group, and end
+them (engine cores, their workers, the data-parallel coordinator) when a build or a shutdown
+cannot end them itself.
 
 Why a process group of their own (`isolate_engine_processes`): Ctrl-C in a terminal, and
 `kill -- -PGID`, signal every process of the group at once. vLLM's worker processes exit at
@@ -14,13 +14,11 @@ with `keep` and never ended here.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import multiprocessing
 import os
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 _kept: set[int] = set()
@@ -128,32 +126,3 @@ def stop_engine_processes(timeout: float = 5.0) -> int:
             pass
     psutil.wait_procs(alive, timeout=2)
     return len(found)
-
-
-def in_daemon_thread(work, future: asyncio.Future) -> None:
-    """Run `work()` in a daemon thread (it may never return; exit does not wait for it) and
-    settle `future` with its result or error."""
-    loop = future.get_loop()
-
-    def settle(outcome, failed: bool) -> None:
-        if not future.done():
-            future.set_exception(outcome) if failed else future.set_result(outcome)
-
-    def run() -> None:
-        try:
-            outcome, failed = work(), False
-        except BaseException as err:  # noqa: BLE001  (handed to the waiting coroutine)
-            outcome, failed = err, True
-        try:
-            loop.call_soon_threadsafe(settle, outcome, failed)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
-
-    threading.Thread(target=run, name="engine-build", daemon=True).start()
-
-
-async def run_in_daemon_thread(work):
-    """Await `work()` run in a daemon thread."""
-    future = asyncio.get_running_loop().create_future()
-    in_daemon_thread(work, future)
-    return await future

@@ -1,7 +1,7 @@
 """The folder the app keeps what it downloads or builds in: models, Qwen3's tokenizer files and
 the official question set, each in a subfolder. `QWEN_DEMO_CACHE` moves it.
 
-(vLLM's own caches follow vLLM's variables, e.g. `VLLM_CACHE_ROOT`; see `engine.modelinfo`.)
+(vLLM's own caches follow vLLM's variables, e.g. `VLLM_CACHE_ROOT`; see `engine.models.modelinfo`.)
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from engine.config import EngineConfig
-from engine.models import ResolvedModel
+from engine.models.sources import ResolvedModel
+from engine.settings.config import EngineConfig
 from engine.types import GenerationParams
 
 REASONING_PARSER = "qwen3"  # vLLM's parser for Qwen3's <think>...</think>
@@ -39,7 +39,7 @@ def engine_kwargs(config: EngineConfig, model: ResolvedModel) -> dict:
         max_model_len=AUTO_FIT if config.max_model_len is None else config.max_model_len,
         max_num_seqs=config.max_num_seqs,
         max_num_batched_tokens=config.max_num_batched_tokens,
-        # vLLM's own admission check backs up the app's (engine.engine.Engine.admit).
+        # vLLM's own admission check backs up the app's (engine.runtime.engine.Engine.admit).
         max_num_queued_reqs=config.admission_limit,
         gpu_memory_utilization=config.gpu_memory_utilization,
         enforce_eager=config.enforce_eager,
@@ -124,7 +124,7 @@ def server_args(config: EngineConfig, model: ResolvedModel, vllm_config):
 
 def prepare_environment(config: EngineConfig) -> None:
     """Environment vLLM reads at start: the CPU backend's KV-cache size (GiB)."""
-    from engine import devices
+    from engine.settings import devices
 
     if devices.runs_on_cpu():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kvcache_gib))

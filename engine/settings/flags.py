@@ -13,8 +13,8 @@ import argparse
 import types
 import typing
 
-from engine.config import EngineConfig
-from engine.profiles import ALIASES, FULL_CONTEXT, PROFILE_NAMES, make_config
+from engine.settings.config import EngineConfig
+from engine.settings.profiles import ALIASES, FULL_CONTEXT, PROFILE_NAMES, make_config
 
 # Settings with no flag of their own: set by the profile or by the flags below.
 NOT_FLAGS = frozenset(
@@ -149,7 +149,7 @@ def resolve_ranks(value: int | str | None) -> int | None:
     """`--data-parallel-size`: a number as given, `auto` = every visible GPU (1 on the CPU)."""
     if value != "auto":
         return value
-    from engine import devices
+    from engine.settings import devices
 
     return 1 if devices.runs_on_cpu() else len(devices.gpus())
 

@@ -10,7 +10,7 @@ import of vLLM, the same inspection overlaps it instead of following it.
     ...import vLLM...
     wait(side, timeout=120)       # then vLLM finds the cache and skips its own inspection
 
-`python -m engine.modelinfo ARCHITECTURE` fills the cache for one architecture and
+`python -m engine.models.modelinfo ARCHITECTURE` fills the cache for one architecture and
 exits; any failure leaves the cache as it was, and vLLM inspects the class itself as usual.
 """
 
@@ -104,5 +104,5 @@ def main(architecture: str) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m engine.modelinfo ARCHITECTURE")
+        sys.exit("usage: python -m engine.models.modelinfo ARCHITECTURE")
     sys.exit(main(sys.argv[1]))
