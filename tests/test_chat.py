@@ -198,3 +198,30 @@ def test_a_message_that_does_not_fit_alone_is_refused_with_its_size(tokenizer):
     messages = [{"role": "user", "content": "warp " * 2000}]
     with pytest.raises(RequestError, match=r"prompt of \d+ tokens; this engine takes at most 448 "):
         fit_to_context(tokenizer, messages, True, max_model_len=512, reply_tokens=64)
+
+
+def test_a_long_history_is_fitted_with_two_renders_not_one_per_turn_dropped(tokenizer):
+    """Each earlier turn is counted once: a 40-turn history cut to a small context renders the
+    whole conversation once and the kept one once (before, once per turn dropped)."""
+    from engine.qwen3.prompt import fit_to_context, prompt_ids
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.renders = inner, 0
+
+        def apply_chat_template(self, *args, **kwargs):
+            self.renders += 1
+            return self.inner.apply_chat_template(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    counting = Counting(tokenizer)
+    messages = _conversation(turns=20, words=30)
+    fitted = fit_to_context(counting, messages, True, max_model_len=512, reply_tokens=64)
+    assert fitted.dropped_turns > 20
+    assert counting.renders == 2
+    kept = [messages[0], *messages[1 + fitted.dropped_turns :]]
+    assert fitted.ids == prompt_ids(tokenizer, kept, True)
+    one_less = [messages[0], *messages[1 + fitted.dropped_turns - 2 :]]
+    assert len(prompt_ids(tokenizer, one_less, True)) + 64 > 512  # the fewest turns went

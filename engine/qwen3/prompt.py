@@ -124,20 +124,34 @@ def fit_to_context(
 
     The system prompt and the newest user message always stay; earlier turns go, oldest
     first, until the prompt leaves at least `min(reply_tokens, max_model_len // 4)` tokens for
-    the reply. A newest message that does not fit even alone is a RequestError saying so.
+    the reply; a kept conversation starts at a user turn. Each turn is counted once (its ChatML
+    block), so a long history costs one more render, not one per turn dropped. A newest message
+    that does not fit even alone is a RequestError saying so.
     """
     room = max(1, min(reply_tokens, max_model_len // 4))
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system) :]
-    for dropped in range(len(turns)):
-        kept = turns[dropped:]
-        if dropped and kept[0]["role"] == "assistant":
-            continue  # a conversation restarts at a user turn
-        ids = prompt_ids(tokenizer, system + kept, thinking)
-        if len(ids) + room <= max_model_len:
+    ids = prompt_ids(tokenizer, system + turns, thinking)
+    if len(ids) + room <= max_model_len:
+        return FittedPrompt(ids, 0)
+    sizes = [len(token_ids(tokenizer, _chatml_block(turn))) for turn in turns]
+    excess, dropped = len(ids) + room - max_model_len, 0
+    while dropped < len(turns) - 1:
+        excess -= sizes[dropped]
+        dropped += 1
+        if excess > 0 or turns[dropped]["role"] != "user":
+            continue  # still too long, or a conversation would restart at a reply
+        ids = prompt_ids(tokenizer, system + turns[dropped:], thinking)
+        if len(ids) + room <= max_model_len:  # the count by turns is checked by the render
             return FittedPrompt(ids, dropped)
+        excess = len(ids) + room - max_model_len
     alone = prompt_ids(tokenizer, system + turns[-1:], thinking)
     raise RequestError(
         f"the message makes a prompt of {len(alone)} tokens; this engine takes at most "
         f"{max_model_len - room} (max_model_len {max_model_len}, leaving {room} for the reply)"
     )
+
+
+def _chatml_block(turn: dict) -> str:
+    """One earlier turn as Qwen3's chat template writes it (ChatML; replies without reasoning)."""
+    return f"<|im_start|>{turn['role']}\n{turn['content']}<|im_end|>\n"
