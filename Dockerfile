@@ -37,7 +37,7 @@ RUN groupadd --gid 10001 qwen \
     && chown -R qwen:qwen /models "/home/qwen/.cache"
 
 # The app's code; the measuring tools (perf/) stay out (.dockerignore).
-COPY app.py ./
+COPY app.py protocol.py ./
 COPY engine/ engine/
 COPY server/ server/
 COPY launch/ launch/

@@ -65,7 +65,8 @@ class EngineBusy(ServiceError, RuntimeError):
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Per-request sampling settings."""
+    """Per-request sampling settings; the defaults are Qwen3's recommended non-thinking sampling
+    (temperature 0.7, top-p 0.8, top-k 20), which `engine.qwen3.prompt` names as such."""
 
     max_new_tokens: int = 512
     temperature: float = 0.7

@@ -29,16 +29,25 @@ from fastapi import APIRouter, Request
 from starlette.responses import StreamingResponse
 
 from bench import BenchmarkResult, BenchmarkSpec, run_benchmark
-from engine import EngineService, EngineUnavailable, GenerationParams
+from engine import EngineService, EngineUnavailable
 from engine.qwen3.reasoning import ThinkSplitter
 from engine.runtime.engine import Admission
 from engine.types import ServerStopping, ServiceError
 from eval_data import QAPair
+from protocol import (
+    BenchmarkDone,
+    BenchmarkProgress,
+    Cancelled,
+    ChatDelta,
+    ChatDone,
+    ChatRequest,
+    StreamError,
+    encode,
+)
 from server.course import load
 from server.errors import BadRequest, BenchmarkRunning, error_line, error_response
 
 NDJSON = "application/x-ndjson"
-ROLES = ("system", "user", "assistant")
 
 
 class ClosingStream(StreamingResponse):
@@ -61,46 +70,12 @@ class ClosingStream(StreamingResponse):
                 await self.end()
 
 
-def _line(payload: dict) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-
-
 def _quiet(future) -> None:
     if not future.cancelled():
         future.exception()
 
 
-def parse_chat(data) -> tuple[list[dict], bool, GenerationParams]:
-    """(messages, thinking, params) of a chat request; ValueError saying what is wrong."""
-    if not isinstance(data, dict):
-        raise ValueError("body must be a JSON object")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ValueError('"messages" must be a non-empty list')
-    for m in messages:
-        if (
-            not isinstance(m, dict)
-            or m.get("role") not in ROLES
-            or not isinstance(m.get("content"), str)
-        ):
-            raise ValueError('each message needs a "role" (system, user, assistant) and text')
-    if messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
-        raise ValueError("the last message must be the user's, and not empty")
-    raw = data.get("params") or {}
-    try:
-        params = GenerationParams(
-            max_new_tokens=int(raw.get("max_new_tokens", 512)),
-            temperature=float(raw.get("temperature", 0.7)),
-            top_p=float(raw.get("top_p", 0.8)),
-            top_k=int(raw.get("top_k", 20)),
-        )
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"bad sampling settings: {err}") from None
-    params.validate()
-    return messages, bool(data.get("thinking", True)), params
-
-
-async def chat_events(engine, messages, thinking: bool, params: GenerationParams):
+async def chat_events(engine, request: ChatRequest):
     """A chat reply: (its event lines, see the module's docstring; what ends it however the
     response ends). Raises before the first line if the request cannot start."""
     admitted = engine.admit()  # before tokenizing: a busy engine refuses at once
@@ -112,9 +87,10 @@ async def chat_events(engine, messages, thinking: bool, params: GenerationParams
             await stream.aclose()  # aborts the request in vLLM if it is still running
 
     try:
-        reply = min(params.max_new_tokens, engine.config.max_new_tokens_cap)
-        fitted = await asyncio.to_thread(engine.fit_conversation, messages, thinking, reply)
-        stream = engine.stream(fitted.ids, params, admitted=admitted)
+        fitted = await asyncio.to_thread(
+            engine.fit_conversation, request.messages, request.thinking, request.params
+        )
+        stream = engine.stream(fitted.ids, request.params, admitted=admitted)
         first = await anext(stream)  # errors here become an HTTP error, not a stream line
     except BaseException:
         await end()
@@ -131,26 +107,20 @@ async def _reply_lines(stream, chunk, dropped_turns: int):
             yield _delta(splitter, chunk)
         reasoning, answer = splitter.finish()
         if reasoning or answer:
-            yield _line({"reasoning": reasoning, "answer": answer, "tokens": chunk.output_tokens})
-        yield _line(
-            {
-                "done": True,
-                "tokens": chunk.output_tokens,
-                "ttft_s": chunk.ttft_s,
-                "elapsed_s": chunk.elapsed_s,
-                "finish_reason": chunk.finish_reason,
-                "dropped_turns": dropped_turns,
-            }
+            yield encode(ChatDelta(reasoning, answer, chunk.output_tokens))
+        done = ChatDone(
+            chunk.output_tokens, chunk.ttft_s, chunk.elapsed_s, chunk.finish_reason, dropped_turns
         )
+        yield encode(done)
     except ServiceError as err:
-        yield _line(error_line(err))
+        yield encode(StreamError(**error_line(err)))
     finally:
         await stream.aclose()
 
 
 def _delta(splitter: ThinkSplitter, chunk) -> bytes:
     reasoning, answer = splitter.feed(chunk.text)
-    return _line({"reasoning": reasoning, "answer": answer, "tokens": chunk.output_tokens})
+    return encode(ChatDelta(reasoning, answer, chunk.output_tokens))
 
 
 def _owner(data) -> str | None:
@@ -186,11 +156,11 @@ async def benchmark_events(engine, pairs: list[QAPair], spec: BenchmarkSpec, adm
     async with aclosing(run) as events:  # closing aborts the run
         async for event in events:
             if isinstance(event, BenchmarkResult):
-                yield _line({"result": event.to_dict()})
+                yield encode(BenchmarkDone(event.to_dict()))
                 return
             progress = asdict(event)
             samples = progress.pop("samples")
-            yield _line({"progress": progress, "new_samples": samples[sent:]})
+            yield encode(BenchmarkProgress(progress, samples[sent:]))
             sent = len(samples)
 
 
@@ -221,11 +191,11 @@ async def _run_lines(engine, pairs, spec, admitted: Admission, stop: asyncio.Eve
         async with aclosing(lines) as run:  # leaving early aborts the run
             async for line in run:  # progress comes every 0.25 s
                 if stop.is_set():
-                    yield _line({"cancelled": True})
+                    yield encode(Cancelled())
                     return
                 yield line
     except (ServiceError, ValueError) as err:  # a BenchmarkError is a ValueError
-        yield _line(error_line(err))
+        yield encode(StreamError(**error_line(err)))
 
 
 def internal_routes(service: EngineService) -> APIRouter:
@@ -247,8 +217,8 @@ def internal_routes(service: EngineService) -> APIRouter:
     @router.post("/chat")
     async def chat(request: Request):
         try:
-            messages, thinking, params = parse_chat(json.loads(await request.body()))
-            events, end = await chat_events(service.engine, messages, thinking, params)
+            chat = ChatRequest.parse(json.loads(await request.body()))
+            events, end = await chat_events(service.engine, chat)
         except StopAsyncIteration:
             gone = EngineUnavailable("the engine ended the reply before its first token")
             return error_response(gone)

@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
-APP_CODE = {"app.py", "engine", "server", "launch", "eval_data", "bench", "ui"}
+APP_CODE = {"app.py", "protocol.py", "engine", "server", "launch", "eval_data", "bench", "ui"}
 TOOLS = "perf"  # measuring tools: never in the image, never imported by the app
 
 
@@ -232,7 +232,7 @@ def test_the_environment_names_are_ones_the_app_reads(steps):
     code = "".join(f.read_text() for f in app_files())
     for name in names:
         assert f'"{name}"' in code, f"the image sets {name}, which the app never reads"
-    download = next(run for run in args_of(steps, "RUN") if "engine.models.sources download" in run)
+    download = next(run for run in args_of(steps, "RUN") if "engine.models download" in run)
     assert f"--out {env['QWEN_DEMO_MODEL']}" in download, download
 
 
@@ -300,3 +300,17 @@ def test_the_app_never_imports_the_measuring_tools():
     imports = re.compile(rf"^\s*(from|import)\s+{TOOLS}\b", re.MULTILINE)
     found = [str(f.relative_to(ROOT)) for f in app_files() if imports.search(f.read_text())]
     assert not found, f"app code imports {TOOLS}: {found}"
+
+
+def test_every_module_of_ours_the_app_imports_is_in_the_image():
+    """The image's code is closed under the app's imports: a new top-level module of ours that
+    the app imports but the Dockerfile does not copy fails here, not in a container."""
+    imports = re.compile(r"^\s*(?:from|import)\s+(\w+)", re.MULTILINE)
+    ours = {
+        name
+        for f in app_files()
+        for name in imports.findall(f.read_text())
+        if (ROOT / f"{name}.py").exists() or (ROOT / name / "__init__.py").exists()
+    }
+    shipped = {name.removesuffix(".py") for name in APP_CODE}
+    assert ours - {"tests"} <= shipped, sorted(ours - shipped)

@@ -17,7 +17,7 @@ def stream_chat(service, messages, params, thinking=True):
     """A conversation's reply, streamed on the engine's loop as the chat route does."""
 
     def make(engine):
-        fitted = engine.fit_conversation(messages, thinking, params.max_new_tokens)
+        fitted = engine.fit_conversation(messages, thinking, params)
         return engine.stream(fitted.ids, params)
 
     return service.relay(make)

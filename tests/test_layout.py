@@ -18,7 +18,7 @@ PACKAGES = ("engine", "server", "ui", "launch", "bench", "eval_data", "perf")
 
 def project_modules() -> dict[str, ast.Module]:
     """Every module of the project, by dotted name, parsed."""
-    found = {"app": ast.parse((ROOT / "app.py").read_text())}
+    found = {name: ast.parse((ROOT / f"{name}.py").read_text()) for name in ("app", "protocol")}
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)

@@ -17,10 +17,12 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 
 import httpx
 
 from engine.types import EngineStatus, ErrorCode
+from protocol import ChatRequest, Event, StreamError, decode
 
 POLL_SECONDS = 0.5
 
@@ -105,8 +107,9 @@ class Backend:
             self._clients[loop] = client
         return client
 
-    async def _lines(self, path: str, body: dict) -> AsyncIterator[dict]:
-        """POST `body`; yield the response's JSON lines; raise BackendError for an error."""
+    async def _lines(self, path: str, body: dict) -> AsyncIterator[Event]:
+        """POST `body`; yield the response's events (`protocol`); raise BackendError for an
+        error, whether the server refused the request or ended its stream with one."""
         self.active += 1
         try:
             async with self._client().stream("POST", path, json=body) as response:
@@ -115,26 +118,24 @@ class Backend:
                 async for line in response.aiter_lines():
                     if not line:
                         continue
-                    event = json.loads(line)
-                    if "error" in event:
-                        raise BackendError.from_answer(event, int(event.get("status", 503)))
+                    event = decode(line)
+                    if isinstance(event, StreamError):
+                        raise BackendError.from_answer(asdict(event), event.status)
                     yield event
         except httpx.HTTPError as err:
             raise BackendError(f"the server does not answer ({type(err).__name__})") from None
         finally:
             self.active -= 1
 
-    def chat(self, messages: list[dict], thinking: bool, params: dict) -> AsyncIterator[dict]:
-        """A chat reply's events: deltas (`reasoning`, `answer`, `tokens`), then `done`."""
-        return self._lines(
-            "/internal/chat", {"messages": messages, "thinking": thinking, "params": params}
-        )
+    def chat(self, request: ChatRequest) -> AsyncIterator[Event]:
+        """A chat reply's events: ChatDelta..., then ChatDone."""
+        return self._lines("/internal/chat", request.to_json())
 
     def benchmark(
         self, pairs: list[tuple[str, str]], spec: dict, owner: str | None = None
-    ) -> AsyncIterator[dict]:
-        """A benchmark run's events: `progress` with `new_samples`, then `result` (or
-        `cancelled`, when its owner cancels it from any UI worker)."""
+    ) -> AsyncIterator[Event]:
+        """A benchmark run's events: BenchmarkProgress..., then BenchmarkDone (or Cancelled,
+        when its owner cancels it from any UI worker)."""
         body = {"pairs": [list(p) for p in pairs], "spec": spec, "owner": owner}
         return self._lines("/internal/benchmark", body)
 

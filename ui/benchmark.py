@@ -40,6 +40,7 @@ from eval_data import (
     question_set_label,
     question_set_path,
 )
+from protocol import BenchmarkDone, Cancelled
 from ui.backend import Backend, BackendError
 from ui.errors import visitor_error
 from ui.operator import OperatorPolicy
@@ -293,14 +294,14 @@ async def _running(
     try:
         async with aclosing(events) as stream:  # leaving early aborts the run's requests
             async for event in stream:
-                if event.get("cancelled"):
+                if isinstance(event, Cancelled):
                     yield outputs(progress=CANCELLED)
                     return
-                if "result" in event:
-                    result = event["result"]
+                if isinstance(event, BenchmarkDone):
+                    result = event.result
                     break
-                progress = event["progress"]
-                samples.extend(event["new_samples"])
+                progress = event.progress
+                samples.extend(event.new_samples)
                 points.append({k: progress[k] for k in TIMELINE_KEYS})
                 if time.monotonic() - shown >= REFRESH_SECONDS:
                     shown = time.monotonic()

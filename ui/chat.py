@@ -17,6 +17,8 @@ from contextlib import aclosing
 import gradio as gr
 
 from engine.qwen3.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sampling_defaults
+from engine.types import GenerationParams
+from protocol import ChatDone, ChatRequest
 from ui.backend import Backend, BackendError
 from ui.errors import visitor_error
 
@@ -86,30 +88,31 @@ def reply_messages(
     return messages
 
 
-def reply_stats(done: dict) -> str:
+def reply_stats(done: ChatDone) -> str:
     """'N tokens · TTFT x s · y tok/s' for under a reply (decode rate after the first token)."""
-    tokens, ttft, elapsed = done.get("tokens", 0), done.get("ttft_s"), done.get("elapsed_s", 0.0)
+    tokens, ttft, elapsed = done.tokens, done.ttft_s, done.elapsed_s
     rate = (
         (tokens - 1) / (elapsed - ttft)
         if ttft is not None and tokens > 1 and elapsed > ttft
         else 0.0
     )
     line = f"{tokens} tokens · TTFT {'n/a' if ttft is None else f'{ttft:.2f} s'} · {rate:.1f} tok/s"
-    dropped = done.get("dropped_turns") or 0
+    dropped = done.dropped_turns
     if dropped:
         line += f" · {dropped} earlier message{'s' * (dropped > 1)} left out to fit the context"
     return line
 
 
-def chat_params(temperature, top_p, top_k, max_new_tokens) -> dict:
-    """The sampling settings as the server takes them; gr.Error for values that are not numbers."""
+def chat_params(temperature, top_p, top_k, max_new_tokens) -> GenerationParams:
+    """The sliders' sampling settings (the server validates them); gr.Error for values that
+    are not numbers."""
     try:
-        return {
-            "max_new_tokens": int(max_new_tokens),
-            "temperature": float(temperature),
-            "top_p": float(top_p),
-            "top_k": int(top_k),
-        }
+        return GenerationParams(
+            max_new_tokens=int(max_new_tokens),
+            temperature=float(temperature),
+            top_p=float(top_p),
+            top_k=int(top_k),
+        )
     except (TypeError, ValueError) as err:
         raise visitor_error(f"Bad sampling settings: {err}") from None
 
@@ -146,19 +149,20 @@ def make_respond(backend: Backend, pacer: UpdatePacer):
             raise visitor_error(STOPPING)
         params = chat_params(temperature, top_p, top_k, max_new_tokens)
         messages = build_messages(model_history(history), message, system_prompt or None)
+        request = ChatRequest(messages, bool(thinking), params)
         reasoning = answer = ""
         shown, done = 0.0, None
         pacer.active += 1
         try:
-            async with aclosing(backend.chat(messages, bool(thinking), params)) as events:
+            async with aclosing(backend.chat(request)) as events:
                 async for event in events:  # leaving early closes the stream: vLLM aborts
                     if backend.stopping.is_set():
                         raise visitor_error(STOPPING)
-                    if event.get("done"):
+                    if isinstance(event, ChatDone):
                         done = event
                         break
-                    reasoning += event.get("reasoning", "")
-                    answer += event.get("answer", "")
+                    reasoning += event.reasoning
+                    answer += event.answer
                     now = time.monotonic()
                     if (reasoning or answer) and now - shown >= pacer.interval():
                         shown = now

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.qwen3.reasoning import split_thinking
-from engine.types import RequestError
+from engine.types import GenerationParams, RequestError
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -31,7 +31,10 @@ class SamplingDefaults:
 
 
 THINKING_DEFAULTS = SamplingDefaults(temperature=0.6, top_p=0.95, top_k=20)
-NON_THINKING_DEFAULTS = SamplingDefaults(temperature=0.7, top_p=0.8, top_k=20)
+# The engine's own defaults (`GenerationParams`) are Qwen3's non-thinking recommendation.
+NON_THINKING_DEFAULTS = SamplingDefaults(
+    GenerationParams.temperature, GenerationParams.top_p, GenerationParams.top_k
+)
 
 
 # Models that answer the course prompt directly (no thinking block): the course's fine-tuned

@@ -223,12 +223,12 @@ class Engine:
         return chat_prompt_ids(self._tokenizer(), question, system_prompt, chosen is not False)
 
     def fit_conversation(
-        self, messages: list[dict], thinking: bool, reply_tokens: int
+        self, messages: list[dict], thinking: bool, params: GenerationParams
     ) -> FittedPrompt:
-        """A conversation's prompt within this engine's context (oldest turns dropped)."""
-        return fit_to_context(
-            self._tokenizer(), messages, thinking, self.max_model_len, reply_tokens
-        )
+        """A conversation's prompt within this engine's context (oldest turns dropped), leaving
+        room for the reply `params` asks for."""
+        reply = self._reply_budget(params)
+        return fit_to_context(self._tokenizer(), messages, thinking, self.max_model_len, reply)
 
     def encode(self, text: str) -> list[int]:
         return encode_text(self._tokenizer(), text)
@@ -249,7 +249,12 @@ class Engine:
                 f"the prompt has {len(prompt_ids)} tokens; this engine takes at most "
                 f"{limit - 1} (max_model_len {limit}, at least one new token)"
             )
-        return min(params.max_new_tokens, self.config.max_new_tokens_cap, limit - len(prompt_ids))
+        return min(self._reply_budget(params), limit - len(prompt_ids))
+
+    def _reply_budget(self, params: GenerationParams) -> int:
+        """The new tokens a request may have: what it asks for, within the server's cap (the
+        one place the cap applies)."""
+        return min(params.max_new_tokens, self.config.max_new_tokens_cap)
 
     # ---- generation ------------------------------------------------------------------
     async def stream(
