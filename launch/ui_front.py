@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from engine.types import ErrorCode
+
 COOKIE = "qwen3-ui-worker"
 RETRY_AFTER_S = 5
 # The two-step API (POST a call, then GET its events): clients that keep no cookies (curl)
@@ -133,14 +135,20 @@ def _proxy(workers: list[str], limits: FrontLimits, secret: str, fallback: dict)
     }
 
 
-def _plain_response(status: int, text: str) -> dict:
-    return {
+def _refusal(status: int | str, message: str, code: ErrorCode, **headers) -> dict:
+    """A refusal in the server's shape, `{"error": message, "code": code}`, so that a client
+    decides by the code whether the front or a worker refused; 4xx answers close."""
+    body = json.dumps({"error": message, "code": code.value}, separators=(",", ":"))
+    answer = {
         "handler": "static_response",
         "status_code": status,
-        "headers": {"Content-Type": ["text/plain; charset=utf-8"], "Connection": ["close"]},
-        "body": f"{status} {text}\n",
-        "close": True,
+        "headers": {"Content-Type": ["application/json"], **{k: [v] for k, v in headers.items()}},
+        "body": body + "\n",
     }
+    if isinstance(status, int) and 400 <= status < 500:
+        answer["headers"]["Connection"] = ["close"]
+        answer["close"] = True
+    return answer
 
 
 def caddy_config(
@@ -155,12 +163,12 @@ def caddy_config(
     routes = [
         {
             "match": [{"method": ["CONNECT", "TRACE"]}],
-            "handle": [_plain_response(405, "Method Not Allowed")],
+            "handle": [_refusal(405, "method not allowed", ErrorCode.BAD_REQUEST)],
             "terminal": True,
         },
         {
             "match": [{"header_regexp": {"Content-Length": {"pattern": too_large}}}],
-            "handle": [_plain_response(413, "Content Too Large")],
+            "handle": [_refusal(413, "the body is over the front's limit", ErrorCode.TOO_LARGE)],
             "terminal": True,
         },
         {
@@ -180,35 +188,41 @@ def caddy_config(
                 "{http.error.message}.contains('chunk')"
             }
         ],
-        "handle": [_plain_response(400, "Bad Request: malformed chunked body")],
+        "handle": [_refusal(400, "malformed chunked body", ErrorCode.BAD_REQUEST)],
         "terminal": True,
     }
-    unavailable = {
-        "match": [{"expression": "{http.error.status_code} in [502, 503, 504]"}],
+    # Every worker full (Caddy's 503): busy. A worker starting, gone or too slow: not ready.
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    busy = {
+        "match": [{"expression": "{http.error.status_code} == 503"}],
         "handle": [
-            {
-                "handler": "static_response",
-                "status_code": "{http.error.status_code}",
-                "headers": {
-                    "Content-Type": ["text/plain; charset=utf-8"],
-                    "Retry-After": [str(RETRY_AFTER_S)],
-                },
-                "body": "{http.error.status_code} {http.error.status_text}: the page is busy "
-                f"or starting; try again in {RETRY_AFTER_S} seconds.\n",
-            }
+            _refusal(
+                503,
+                f"the page is busy; try again in {RETRY_AFTER_S} seconds",
+                ErrorCode.BUSY,
+                **retry,
+            )
         ],
         "terminal": True,
     }
-    other = {
+    unavailable = {
+        "match": [{"expression": "{http.error.status_code} in [502, 504]"}],
         "handle": [
-            {
-                "handler": "static_response",
-                "status_code": "{http.error.status_code}",
-                "headers": {"Content-Type": ["text/plain; charset=utf-8"]},
-                "body": "{http.error.status_code} {http.error.status_text}\n",
-            }
-        ]
+            _refusal(
+                "{http.error.status_code}",
+                f"the page is starting or restarting; try again in {RETRY_AFTER_S} seconds",
+                ErrorCode.NOT_READY,
+                **retry,
+            )
+        ],
+        "terminal": True,
     }
+    too_large_body = {  # a body past the cap while it is read (no length declared)
+        "match": [{"expression": "{http.error.status_code} == 413"}],
+        "handle": [_refusal(413, "the body is over the front's limit", ErrorCode.TOO_LARGE)],
+        "terminal": True,
+    }
+    other = {"handle": [_refusal("{http.error.status_code}", "refused", ErrorCode.BAD_REQUEST)]}
     server = {
         "listen": [listen_address(host, port)],
         "automatic_https": {"disable": True},
@@ -216,7 +230,7 @@ def caddy_config(
         "idle_timeout": _seconds(limits.idle_timeout_s),
         "max_header_bytes": limits.max_header_bytes,
         "routes": routes,
-        "errors": {"routes": [framing, unavailable, other]},
+        "errors": {"routes": [framing, too_large_body, busy, unavailable, other]},
     }
     return {
         "admin": {"disabled": True, "config": {"persist": False}},

@@ -260,6 +260,7 @@ def test_a_request_that_reached_a_worker_is_never_sent_again():
             before = mute.received
             answer = httpx.request(method, url + "/gradio_api/queue/join", content=b"{}")
             assert answer.status_code == 502 and answer.headers["retry-after"], answer.text
+            assert answer.json()["code"] == "not_ready", answer.text
             assert mute.received == before + 1, method
 
 
@@ -318,7 +319,8 @@ def test_when_every_worker_is_full_the_answer_is_a_503_with_retry_after(workers)
         ):
             full = httpx.get(url + "/config", timeout=10)
             assert full.status_code == 503, full.text
-            assert full.headers["retry-after"] == "5" and "try again" in full.text
+            assert full.headers["retry-after"] == "5" and "try again" in full.json()["error"]
+            assert full.json()["code"] == "busy"
         wait_for(lambda: httpx.get(url + "/config").status_code == 200, 10, "served again")
 
 
@@ -354,3 +356,20 @@ def test_auto_takes_two_workers_on_a_small_machine_and_one_per_four_cores_up_to_
         8,
         8,
     ]
+
+
+def test_the_fronts_own_refusals_carry_the_servers_codes(workers):
+    """What the front refuses itself is answered in the server's shape, so a client tells the
+    cases apart by code: a method it never relays, a declared body over the cap, a body that
+    grows past the cap while it is read."""
+    urls = [f"http://127.0.0.1:{w.port}" for w in workers]
+    with running_front(urls, None) as (url, _):
+        trace = httpx.request("TRACE", url + "/")
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999\r\n\r\n")
+            declared = recv_until(conn, b"}\n")
+        grown = httpx.post(url + "/upload", content=iter([b"x" * 1024 * 1024] * 9))
+    assert (trace.status_code, trace.json()["code"]) == (405, "bad_request")
+    assert declared.startswith(b"HTTP/1.1 413") and b'"code":"too_large"' in declared, declared
+    assert (grown.status_code, grown.json()["code"]) == (413, "too_large"), grown.text
