@@ -54,7 +54,7 @@ def start(model_path: str | Path) -> subprocess.Popen | None:
     missing = [a for a in architectures(model_path)[:1] if not is_cached(a)]
     if not missing:
         return None
-    code = f"import sys, engine.modelinfo as m; sys.exit(m.main({missing[0]!r}))"
+    code = f"import sys, engine.models.modelinfo as m; sys.exit(m.main({missing[0]!r}))"
     return subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.DEVNULL,
