@@ -60,7 +60,7 @@ def start(model_path: str | Path) -> subprocess.Popen | None:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],  # the checkout, where `engine` imports from
     )
 
 
