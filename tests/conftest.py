@@ -275,10 +275,16 @@ def launch_app(
     pytest.fail(f"app did not answer within 120 s:\n{log.read_text()[-3000:]}")
 
 
+UI_WARM = "UI worker(s) warm in"  # the app's line once each UI worker has had its warm-up chat
+
+
 def wait_ready(app: RunningApp, timeout: float = 600) -> None:
+    """Until the engine is ready and the UI workers' warm-up chats are over (they would count
+    against a test's admission limit)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if get_json(app.api_url + "/").get("status") == "batch":
+        ready = get_json(app.api_url + "/").get("status") == "batch"
+        if ready and UI_WARM in app.log.read_text(errors="replace"):
             return
         if app.process.poll() is not None:
             break
