@@ -112,17 +112,18 @@ def test_reasoning_splits_at_think_close_while_streaming(tokenizer):
 
 
 def test_history_goes_back_without_reasoning(tokenizer):
+    """The server drops an earlier reply's reasoning when it makes the prompt (the one place
+    reasoning is split; the UI sends the turns as they are)."""
+    from engine.qwen3.prompt import fit_to_context
+
     history = [
         {"role": "user", "content": "q1"},
         {"role": "assistant", "content": "<think>\nsecret plan\n</think>\n\na1"},
     ]
     messages = build_messages(history, "q2", None)
-    assert messages == [
-        {"role": "user", "content": "q1"},
-        {"role": "assistant", "content": "a1"},
-        {"role": "user", "content": "q2"},
-    ]
-    prompt = render_prompt(tokenizer, messages)
+    assert messages == [*history, {"role": "user", "content": "q2"}]  # as the UI sends it
+    fitted = fit_to_context(tokenizer, messages, True, max_model_len=512, reply_tokens=64)
+    prompt = tokenizer.decode(fitted.ids)
     assert prompt == (
         "<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n"
         "<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n"

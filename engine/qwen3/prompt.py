@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.qwen3.reasoning import split_thinking
+from engine.qwen3.reasoning import has_think_block, split_thinking
 from engine.types import GenerationParams, RequestError
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
@@ -71,15 +71,23 @@ def sampling_defaults(thinking: bool) -> SamplingDefaults:
 def build_messages(
     history: list[dict], user_message: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
 ) -> list[dict]:
-    """The message list for the next turn; earlier replies lose their reasoning."""
+    """The message list for the next turn: the system prompt, the history, the new message
+    (earlier replies lose their reasoning when the prompt is made: `fit_to_context`)."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for turn in history:
-        content = turn["content"]
-        if turn["role"] == "assistant":
-            content = split_thinking(content)[1]
-        messages.append({"role": turn["role"], "content": content})
+    messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
     messages.append({"role": "user", "content": user_message})
     return messages
+
+
+def without_reasoning(messages: list[dict]) -> list[dict]:
+    """The messages as the model sees them again: an earlier reply with a think block keeps
+    only its answer (others are left as they are)."""
+    return [
+        {**m, "content": split_thinking(m["content"])[1]}
+        if m["role"] == "assistant" and has_think_block(m["content"])
+        else m
+        for m in messages
+    ]
 
 
 def render_prompt(tokenizer, messages: list[dict], thinking: bool = True) -> str:
@@ -125,13 +133,15 @@ def fit_to_context(
 ) -> FittedPrompt:
     """The prompt of `messages`, its oldest turns dropped until the reply has room.
 
-    The system prompt and the newest user message always stay; earlier turns go, oldest
+    Earlier replies go back without their reasoning. The system prompt and the newest user
+    message always stay; earlier turns go, oldest
     first, until the prompt leaves at least `min(reply_tokens, max_model_len // 4)` tokens for
     the reply; a kept conversation starts at a user turn. Each turn is counted once (its ChatML
     block), so a long history costs one more render, not one per turn dropped. A newest message
     that does not fit even alone is a RequestError saying so.
     """
     room = max(1, min(reply_tokens, max_model_len // 4))
+    messages = without_reasoning(messages)
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system) :]
     ids = prompt_ids(tokenizer, system + turns, thinking)

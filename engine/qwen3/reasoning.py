@@ -24,6 +24,11 @@ def split_thinking(text: str) -> tuple[str, str, bool]:
     return "", text.strip(), True
 
 
+def has_think_block(text: str) -> bool:
+    """Whether a reply holds reasoning: a `</think>`, or a `<think>` it opens with."""
+    return THINK_CLOSE in text or text.lstrip().startswith(THINK_OPEN)
+
+
 def answer_text(text: str) -> str:
     """The answer part of a reply: reasoning removed, stripped ('' if it never finished)."""
     return split_thinking(text)[1]
