@@ -16,8 +16,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine import EngineService
 from engine.types import EngineUnavailable, ServiceError
 from server.course import course_routes
-from server.errors import error_response, with_retry_after
-from server.guard import Guard, let_go_at_first_body
+from server.errors import error_response
+from server.guard import Guard, vllm_send
 from server.internal import internal_routes
 from server.openai import OpenAIApp
 
@@ -54,8 +54,7 @@ class GuardedApp:
                 refusal = EngineUnavailable("the OpenAI API is not up yet")
                 await self.refuse(refusal, True, scope, receive, send)
             else:
-                send = with_retry_after(let_go_at_first_body(send, room))
-                await self.openai(scope, receive, send)
+                await self.openai(scope, receive, vllm_send(send, room))
         finally:
             if room is not None:
                 room.release()

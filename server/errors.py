@@ -15,9 +15,9 @@ Each refusal carries a machine-readable code (`engine.types.ErrorCode`); every 5
 from __future__ import annotations
 
 from starlette.responses import JSONResponse
-from starlette.types import Send
 
 from engine.types import ErrorCode, ServiceError
+from protocol import StreamError
 
 RETRY_AFTER_S = "5"
 # vLLM's `type` for each status, as its own routes name them.
@@ -109,21 +109,17 @@ def error_response(err: BaseException, openai_shape: bool = False) -> JSONRespon
     )
 
 
-def error_line(err: BaseException) -> dict:
-    """`err` as a line of an NDJSON stream that has already begun (status as a field)."""
-    return {**error_body(err), "status": classify(err)[1]}
+def error_line(err: BaseException) -> StreamError:
+    """`err` as the last event of an NDJSON stream that has already begun (status as a field)."""
+    return StreamError(**error_body(err), status=classify(err)[1])
 
 
-def with_retry_after(send: Send) -> Send:
-    """Wrap an ASGI `send` so that a 503 from code not ours (vLLM's routes answering their own
-    queue limit, or a request ended by a restart) carries Retry-After too."""
-
-    async def relay(message) -> None:
-        if message["type"] == "http.response.start" and message.get("status") == 503:
-            headers = list(message.get("headers", ()))
-            if not any(name.lower() == b"retry-after" for name, _ in headers):
-                headers.append((b"retry-after", RETRY_AFTER_S.encode()))
-                message = {**message, "headers": headers}
-        await send(message)
-
-    return relay
+def with_retry_after(start: dict) -> dict:
+    """A response's start message, with Retry-After added to a 503 that has none (vLLM's
+    routes answering their own queue limit, or a request ended by a restart)."""
+    if start.get("status") != 503:
+        return start
+    headers = list(start.get("headers", ()))
+    if any(name.lower() == b"retry-after" for name, _ in headers):
+        return start
+    return {**start, "headers": [*headers, (b"retry-after", RETRY_AFTER_S.encode())]}

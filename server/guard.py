@@ -16,7 +16,7 @@ from starlette.types import Send
 from engine import EngineService
 from engine.runtime.engine import Admission
 from engine.types import EngineUnavailable, ServerStopping
-from server.errors import NotOffered, Unauthorized
+from server.errors import NotOffered, Unauthorized, with_retry_after
 
 # Open without the token where one is set. What they tell anyone: `/health` and `/ping`,
 # whether the engine is alive; `/version`, vLLM's version; the docs and `/openapi.json`, the
@@ -66,7 +66,7 @@ class Guard:
 
     def let_in(self, scope, admit: bool, check_token: bool = True) -> Admission | None:
         """The room the request holds (for a generating request to vLLM's routes when `admit`;
-        see `let_go_at_first_body`), or None; raises the ServiceError that turns it away."""
+        see `vllm_send`), or None; raises the ServiceError that turns it away."""
         path, method = scope["path"], scope.get("method", "GET")
         if path in DISABLED_PATHS:
             raise NotOffered()
@@ -91,14 +91,19 @@ class Guard:
         return False
 
 
-def let_go_at_first_body(send: Send, room: Admission | None) -> Send:
-    """Wrap an ASGI `send` so that the guard's room is let go with the response's first body
-    bytes: by then vLLM counts the request itself (a stream's first chunk follows its first
-    output; a whole answer, its end), and a stream's end need not be waited for."""
+def vllm_send(send: Send, room: Admission | None) -> Send:
+    """Wrap an ASGI `send` for vLLM's routes, in one step per message (a stream sends one per
+    event): a 503 gets Retry-After (`server.errors.with_retry_after`), and the guard's room is
+    let go with the response's first body bytes, when vLLM counts the request itself (a
+    stream's first chunk follows its first output; a whole answer, its end), so a stream's end
+    need not be waited for."""
 
     async def relay(message) -> None:
-        if room is not None and message["type"] == "http.response.body":
-            room.release()
+        if message["type"] == "http.response.body":
+            if room is not None:
+                room.release()
+        elif message["type"] == "http.response.start":
+            message = with_retry_after(message)
         await send(message)
 
     return relay

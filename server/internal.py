@@ -7,15 +7,14 @@
     POST /internal/benchmark/cancel  {"owner"} -> {"run": "cancelled" | "none" | "other"}
     POST /internal/restart     start a restart (or join the one under way)
 
-A chat streams one JSON line per engine output: `{"reasoning": "...", "answer": "...",
-"tokens": n}` deltas, then `{"done": true, "tokens", "ttft_s", "elapsed_s", "finish_reason",
-"dropped_turns"}`; an error after the first line is a line `{"error": "...", "code": "busy",
-"status": 503}` (`server.errors`). The prompt is cut to the context by dropping the oldest turns
-(`engine.qwen3.prompt.fit_to_context`), rendered and tokenized off the engine loop. A benchmark's
-progress lines carry only the samples finished since the line before. One benchmark runs at a time,
-whichever UI worker asks: the run is claimed in the handler, before its response starts, so that of
-two requests arriving together the second gets 409 `benchmark_running`; the server keeps who started
-it (`owner`, the visitor's Gradio session), so that only they can cancel it from any worker."""
+The messages are `protocol`'s: a chat streams ChatDelta lines, then ChatDone; an error after the
+first line is a StreamError line with its code (`server.errors`). The prompt is cut to the
+context by dropping the oldest turns (`engine.qwen3.prompt.fit_to_context`), rendered and
+tokenized off the engine loop. A benchmark's progress lines carry only the samples finished
+since the line before. One benchmark runs at a time, whichever UI worker asks: the run is
+claimed in the handler, before its response starts, so that of two requests arriving together
+the second gets 409 `benchmark_running`; the server keeps who started it (`owner`, the visitor's
+Gradio session), so that only they can cancel it from any worker."""
 
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ from protocol import (
     ChatDelta,
     ChatDone,
     ChatRequest,
-    StreamError,
     encode,
 )
 from server.course import load
@@ -113,7 +111,7 @@ async def _reply_lines(stream, chunk, dropped_turns: int):
         )
         yield encode(done)
     except ServiceError as err:
-        yield encode(StreamError(**error_line(err)))
+        yield encode(error_line(err))
     finally:
         await stream.aclose()
 
@@ -195,7 +193,7 @@ async def _run_lines(engine, pairs, spec, admitted: Admission, stop: asyncio.Eve
                     return
                 yield line
     except (ServiceError, ValueError) as err:  # a BenchmarkError is a ValueError
-        yield encode(StreamError(**error_line(err)))
+        yield encode(error_line(err))
 
 
 def internal_routes(service: EngineService) -> APIRouter:

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 
 import httpx
 import pytest
@@ -182,7 +183,7 @@ def test_stream_lines_carry_the_code_and_the_ui_reads_it():
     from server.errors import error_line
     from ui.backend import BackendError
 
-    line = error_line(EngineBusy("server busy: 4 requests in the engine, limit 4"))
+    line = asdict(error_line(EngineBusy("server busy: 4 requests in the engine, limit 4")))
     assert line == {
         "error": "server busy: 4 requests in the engine, limit 4",
         "code": "busy",

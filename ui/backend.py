@@ -17,7 +17,6 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 
 import httpx
 
@@ -120,7 +119,7 @@ class Backend:
                         continue
                     event = decode(line)
                     if isinstance(event, StreamError):
-                        raise BackendError.from_answer(asdict(event), event.status)
+                        raise BackendError(event.error, event.status, event.code or None)
                     yield event
         except httpx.HTTPError as err:
             raise BackendError(f"the server does not answer ({type(err).__name__})") from None
