@@ -39,6 +39,7 @@ import ssl
 import sys
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 
 import httpx
@@ -350,14 +351,9 @@ async def run_wave(
     await target.wait_idle(client)
     shares = [list(range(users))[p::processes] for p in range(processes)]
     if processes == 1:
-        tabs = [Tab(httpx.Timeout(timeout, connect=30)) for _ in range(users)]
-        try:
-            if path == "ui" and not cold:
-                await asyncio.gather(*(tab.open_page(target) for tab in tabs))
+        async with _open_tabs(target, path, users, timeout, cold) as tabs:
             before = histogram(await target.metrics(client), TTFT_METRIC)
             sessions, wall = await _sessions(target, path, req, timeout, tabs, shares[0])
-        finally:
-            await asyncio.gather(*(tab.close() for tab in tabs))
     else:
         async with _Spread(target, path, req, timeout, cold, shares) as spread:
             before = histogram(await target.metrics(client), TTFT_METRIC)
@@ -421,15 +417,23 @@ def _share_process(pipe, target, path, req, timeout, cold, share) -> None:
 
 
 async def _share(pipe, target, path, req, timeout, cold, share) -> None:
-    tabs = [Tab(httpx.Timeout(timeout, connect=30)) for _ in share]
-    try:
-        if path == "ui" and not cold:
-            await asyncio.gather(*(tab.open_page(target) for tab in tabs))
+    async with _open_tabs(target, path, len(share), timeout, cold) as tabs:
         pipe.send("ready")
         start = await asyncio.to_thread(pipe.recv)
         await asyncio.sleep(max(0.0, start - time.time()))
         sessions, wall = await _sessions(target, path, req, timeout, tabs, share)
         pipe.send(([asdict(s) for s in sessions], wall))
+
+
+@asynccontextmanager
+async def _open_tabs(target, path: str, count: int, timeout: float, cold: bool):
+    """`count` users' tabs, each with its own client; a UI tab's page opened first (unless
+    `cold`); every client closed on leaving."""
+    tabs = [Tab(httpx.Timeout(timeout, connect=30)) for _ in range(count)]
+    try:
+        if path == "ui" and not cold:
+            await asyncio.gather(*(tab.open_page(target) for tab in tabs))
+        yield tabs
     finally:
         await asyncio.gather(*(tab.close() for tab in tabs))
 
