@@ -16,6 +16,8 @@ import concurrent.futures
 import threading
 import time
 
+from engine.qwen3.prompt import sampling_defaults
+
 PROMPT = "warm-up"
 TOKENS = 4
 
@@ -28,8 +30,10 @@ def warm_worker(url: str, auth: str | None = None, timeout: float = 60.0) -> Non
     login = tuple(auth.split(":", 1)) if auth else None
     client = Client(url, auth=login, verbose=False, download_files=False)
     try:
-        for thinking in (True, False):
-            job = client.submit(PROMPT, "", thinking, 0.6, 0.95, 20, TOKENS, api_name="/chat")
+        for thinking in (True, False):  # each with its mode's sampling, as the page sets it
+            mode = sampling_defaults(thinking)
+            settings = (mode.temperature, mode.top_p, mode.top_k, TOKENS)
+            job = client.submit(PROMPT, "", thinking, *settings, api_name="/chat")
             job.result(timeout=timeout)
     finally:
         client.close()
