@@ -164,6 +164,11 @@ def stop_sampling(runs: list[tuple]) -> dict:
     return sampling_summary(runs)
 
 
+def frame_name(frame: str) -> str:
+    """A py-spy frame without its folder and line: "function (file.py)"."""
+    return re.sub(r"\(.*/|:\d+\)$", lambda m: "(" if m.group(0)[0] == "(" else ")", frame)
+
+
 def sampling_summary(runs: list[tuple], top: int = 25) -> dict:
     """Per process: the functions with the most samples on the stack (inclusive) and at its
     top (self), as shares of all samples."""
@@ -182,11 +187,7 @@ def sampling_summary(runs: list[tuple], top: int = 25) -> dict:
                 continue
             n = int(count)
             total += n
-            frames = [
-                re.sub(r"\(.*/|:\d+\)$", lambda m: "(" if m.group(0)[0] == "(" else ")", f)
-                for f in stack.split(";")
-                if f
-            ]
+            frames = [frame_name(f) for f in stack.split(";") if f]
             for frame in set(frames):
                 inclusive[frame] = inclusive.get(frame, 0) + n
             if frames:
@@ -196,8 +197,63 @@ def sampling_summary(runs: list[tuple], top: int = 25) -> dict:
             best = sorted(table.items(), key=lambda kv: -kv[1])[:top]
             return [(frame, round(n / max(total, 1), 3)) for frame, n in best]
 
-        summary[name] = {"samples": total, "inclusive": share(inclusive), "self": share(own)}
+        summary[name] = {
+            "samples": total,
+            "split": sample_split(lines),
+            "inclusive": share(inclusive),
+            "self": share(own),
+        }
     return summary
+
+
+# Where a server process's time goes, by the innermost frame that belongs to a part of the path
+# from the engine core to the people (matched on the frame's file path): the first frame from
+# the leaf up that matches decides a sample's part; vLLM's own files are matched before the
+# app's `protocol.py`, which shares its name with vLLM's.
+PARTS = (
+    ("app: reasoning_content alias", ("(server/openai.py",)),
+    ("app: UI private socket (NDJSON lines)", ("(server/internal.py",)),
+    ("app: engine wrapper, guard, course API", ("(engine/", "(server/")),
+    ("vLLM: reasoning parser", ("vllm/reasoning/",)),
+    ("vLLM: OpenAI serving (events, JSON)", ("vllm/entrypoints/",)),
+    (
+        "vLLM: output handling (detokenize, RequestOutput)",
+        ("output_processor", "detokenizer", "async_llm", "vllm/tokenizers", "tokenizers/"),
+    ),
+    ("vLLM: engine client (ZMQ, msgpack)", ("core_client", "serial_utils", "zmq/")),
+    ("app: UI private socket (NDJSON lines)", ("(protocol.py",)),
+    (
+        "HTTP & ASGI (uvicorn, starlette, FastAPI, middleware)",
+        ("uvicorn/", "starlette/", "fastapi/", "instrumentator", "h11/", "httptools/"),
+    ),
+    ("Gradio and the UI", ("gradio/", "gradio_client/", "(ui/")),
+    (
+        "event loop & threads (C code under them: I/O, callbacks)",
+        ("threading.py", "asyncio/", "uvloop", "runners.py"),
+    ),
+)
+
+
+def sample_split(lines: list[str]) -> list[tuple[str, float]]:
+    """Shares of a py-spy raw file's samples by part of the serving path (`PARTS`), the
+    rest as "other"; largest first."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        part = "other"
+        for frame in reversed(stack.split(";")):
+            hit = next((p for p, keys in PARTS if any(k in frame for k in keys)), None)
+            if hit:
+                part = hit
+                break
+        counts[part] = counts.get(part, 0) + n
+    best = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [(part, round(n / max(total, 1), 3)) for part, n in best]
 
 
 def load_waves(args, api: str, ui: str | None) -> list[dict]:
@@ -326,6 +382,8 @@ def jit_lines(log: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a `timeout` around this tool sends SIGTERM: stop the server and keep the report
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(
         prog="python -m perf.serving",
         description=__doc__,
