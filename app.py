@@ -136,7 +136,13 @@ def ui_group(args: argparse.Namespace, socket_path: str, config):
     exposure = decide_exposure(args.share, args.auth, args.host, args.operator_key)
     argv = ui_argv(args, socket_path, config) + ["--operator", exposure.operator]
     secrets = {"QWEN_DEMO_AUTH": args.auth, "QWEN_DEMO_OPERATOR_KEY": args.operator_key}
-    return UiGroup(argv, args.host, args.port, args.ui_workers, secrets, share=args.share)
+    folder = os.path.dirname(socket_path)  # each API process's socket (launch.api_processes)
+    chats = [socket_path] + [
+        os.path.join(folder, f"api-{k}.sock") for k in range(1, config.api_processes)
+    ]
+    return UiGroup(
+        argv, args.host, args.port, args.ui_workers, secrets, share=args.share, chat_sockets=chats
+    )
 
 
 def ui_argv(args: argparse.Namespace, socket_path: str, config) -> list[str]:
@@ -147,6 +153,41 @@ def ui_argv(args: argparse.Namespace, socket_path: str, config) -> list[str]:
     # Every request the engine admits runs at once in Gradio too; past that the server says busy.
     argv += ["--max-queue", str(2 * config.admission_limit + 64)]
     return argv + ["--max-events", str(config.admission_limit + 64)]
+
+
+def api_processes(args: argparse.Namespace, config, service, run_dir: str):
+    """With `--api-processes` above 1: the API port's listening socket, which every API
+    process accepts on (None without the API port), and the processes beside this one,
+    started on each new engine before it says ready (`launch.api_processes`)."""
+    if config.api_processes <= 1:
+        return None
+    from dataclasses import replace
+
+    from launch.api_process import ApiProcessSpec
+    from launch.api_processes import ApiProcesses
+
+    api_socket = listening_socket(args.host, args.api_port) if args.api_port else None
+    quiet = replace(config, warmup_batch=0)  # the engine core is warm when they start
+
+    def spec_for(position: int, engine, slot) -> ApiProcessSpec:
+        path = os.path.join(run_dir, f"api-{position}.sock")  # as ui_group deals them out
+        token, predict = args.api_token, args.predict_max_tokens
+        return ApiProcessSpec(
+            position, quiet, engine.life.model, slot, api_socket, path, token, predict
+        )
+
+    processes = ApiProcesses(config.api_processes, spec_for)
+    service.before_ready.append(processes.start_for)
+    service.before_close.append(processes.stop)
+    return api_socket
+
+
+def listening_socket(host: str, port: int):
+    """A listening TCP socket on host:port, to be shared by several processes."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=4096)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,13 +207,25 @@ def main(argv: list[str] | None = None) -> int:
     # process, which stops them in order (launch.processes says why).
     isolate_engine_processes(nice=config.engine_nice)
     reaper = start_reaper()  # ends the engine's processes should this one be killed outright
+    run_dir = tempfile.mkdtemp(prefix="qwen3-demo-")
+    socket_path = os.path.join(run_dir, "server.sock")
+    if config.api_processes > 1:  # vLLM's metrics summed over the API processes
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(run_dir, "metrics")
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     service = EngineService(config, auto_restart=not args.no_auto_restart)
     public, private = build_apps(
         service, args.api_token, args.predict_max_tokens, openai=bool(args.api_port)
     )
-    socket_path = os.path.join(tempfile.mkdtemp(prefix="qwen3-demo-"), "server.sock")
     servers = HttpServers(service)
-    if args.api_port:
+    try:
+        api_socket = api_processes(args, config, service, run_dir)
+    except OSError as err:
+        print(f"error: the HTTP API cannot listen on port {args.api_port}: {err}", file=sys.stderr)
+        stop_reaper(reaper)
+        return 2
+    if api_socket is not None:
+        servers.add(public, sock=api_socket, headers=[("x-api-process", "0")])
+    elif args.api_port:
         servers.add(public, host=args.host, port=args.api_port)
     servers.add(private, uds=socket_path)
     service.start()
@@ -209,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     servers.stop(timeout=3)
     service.shutdown()
     stop_reaper(reaper)
-    shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
     print(f"[app] stopped in {time.monotonic() - began:.1f} s", flush=True)
     sys.stderr.flush()
     # Everything is stopped: skip the interpreter's teardown (native extensions' leak reports,

@@ -110,6 +110,7 @@ class UiGroup:
         workers: int,
         secrets: dict[str, str | None],
         share: bool = False,
+        chat_sockets: list[str] | None = None,
     ):
         self.host, self.port = host, port
         self.workers: list[UiProcess] = []
@@ -120,6 +121,8 @@ class UiGroup:
             place = ["--host", "127.0.0.1", "--port", str(worker_port), "--quiet"]
             if share and index == 0:  # the first worker opens the public link to the front
                 place += ["--share-tunnel", str(port)]
+            if chat_sockets:  # the API processes' sockets, dealt out to the workers in turn
+                place += ["--chat-socket", chat_sockets[index % len(chat_sockets)]]
             self.workers.append(UiProcess(worker_argv + place, secrets))
         front = ["--host", host, "--port", str(port)]
         for url in self.worker_urls:

@@ -129,6 +129,8 @@ def server_processes(server: subprocess.Popen) -> dict[str, int]:
         if name.startswith("VLLM::EngineCore") or "EngineCore" in " ".join(line[:1]):
             found["engine-core" if not cores else f"engine-core-{cores}"] = child.pid
             cores += 1
+        elif "API process" in " ".join(line[:1]):  # the app's --api-processes
+            found[f"api-{line[0].rsplit(' ', 1)[-1]}"] = child.pid
         elif "launch.ui_front" in line or (line and line[0].endswith("caddy")):
             found["front"] = child.pid
         elif "ui" in line[1:4] and "-m" in line:

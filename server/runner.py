@@ -7,6 +7,7 @@ engine directly.
     servers = HttpServers(service)
     servers.add(public_app, host="127.0.0.1", port=8000)
     servers.add(private_app, uds="/run/.../server.sock")
+    servers.add(public_app, sock=listening_socket)   # a port shared by several processes
     servers.start()          # raises OSError if one cannot listen
     servers.stop(timeout=3)  # streams still open after `timeout` are cut
 """
@@ -27,24 +28,31 @@ class HttpServers:
     def __init__(self, service: EngineService):
         self.service = service
         self.servers: list[tuple[uvicorn.Server, str]] = []
+        self._sockets: dict[int, list] = {}  # a server's listening sockets made elsewhere
         self._tasks: list = []
 
-    def add(self, app, **where) -> None:
-        """Serve `app` at `host`+`port` or at `uds` (uvicorn's own arguments)."""
+    def add(self, app, sock=None, headers: list[tuple[str, str]] | None = None, **where) -> None:
+        """Serve `app` at `host`+`port` or at `uds` (uvicorn's own arguments), or on `sock`, a
+        listening socket (one that other processes accept on too); `headers` go on every
+        response."""
         config = uvicorn.Config(
             app,
             log_level="warning",
             lifespan="off",
             timeout_graceful_shutdown=3,
             timeout_keep_alive=30,
+            headers=headers,
             **where,
         )
-        name = where.get("uds") or f"port {where.get('port')}"
-        self.servers.append((uvicorn.Server(config), name))
+        name = where.get("uds") or f"port {where.get('port') or sock.getsockname()[1]}"
+        server = uvicorn.Server(config)
+        if sock is not None:
+            self._sockets[id(server)] = [sock]
+        self.servers.append((server, name))
 
     async def _serve(self, server: uvicorn.Server, name: str) -> None:
         try:
-            await server.serve()
+            await server.serve(sockets=self._sockets.get(id(server)))
         except SystemExit:  # uvicorn's answer to an address in use; it must not stop the loop
             raise OSError(f"the HTTP API could not listen on {name}") from None
 

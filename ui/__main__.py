@@ -35,6 +35,11 @@ DRAIN_SECONDS = 3.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ui", description=__doc__)
     parser.add_argument("--socket", required=True, help="the server's private socket")
+    parser.add_argument(
+        "--chat-socket",
+        help="the private socket of the API process this worker sends its chats to (with "
+        "several API processes; default: --socket)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument(
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"[ui] error: {err}", file=sys.stderr, flush=True)
         return 2
-    backend = Backend(args.socket)
+    backend = Backend(args.socket, args.chat_socket)
     backend.start_polling()
     pacer = UpdatePacer()
     settings = UiSettings(policy, args.api_port or None, args.max_new_tokens_cap)

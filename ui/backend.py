@@ -1,6 +1,6 @@
 """The server, as the UI process sees it: its private HTTP API over a Unix socket.
 
-    backend = Backend("/tmp/qwen3-demo-xyz/server.sock")
+    backend = Backend("/tmp/qwen3-demo-xyz/server.sock")   # + chat_socket=".../api-1.sock"
     async for event in backend.chat(messages, thinking=True, params={...}): ...
     backend.status()            # the latest status, polled in the background (no waiting)
 
@@ -8,6 +8,10 @@ Chat replies and benchmark runs arrive as JSON lines; leaving the loop early clo
 stream, and the server aborts the request in the engine. An error the server answers with
 (busy, not ready, bad input, shutting down, a benchmark running) is raised as `BackendError`
 with its message and its code (`engine.types.ErrorCode`): the UI decides by the code.
+
+With several API processes (`--api-processes`), a worker sends its chats to the private socket
+of the one the app gave it (`chat_socket`) and everything else to the main process; while that
+API process is down (it is being replaced), its chats go to the main process.
 """
 
 from __future__ import annotations
@@ -24,6 +28,19 @@ from engine.types import EngineStatus, ErrorCode
 from protocol import ChatRequest, Event, StreamError, decode
 
 POLL_SECONDS = 0.5
+
+
+class _Opened:
+    """An open streamed response as a context manager that closes it."""
+
+    def __init__(self, response: httpx.Response):
+        self.response = response
+
+    async def __aenter__(self) -> httpx.Response:
+        return self.response
+
+    async def __aexit__(self, *exc) -> None:
+        await self.response.aclose()
 
 
 class BackendError(RuntimeError):
@@ -52,8 +69,9 @@ class BackendError(RuntimeError):
 class Backend:
     """The server's private API, with the engine's status kept fresh by a polling thread."""
 
-    def __init__(self, socket_path: str):
+    def __init__(self, socket_path: str, chat_socket: str | None = None):
         self.socket_path = socket_path
+        self.chat_socket = chat_socket or socket_path
         self.stopping = threading.Event()  # set when this process is shutting down
         self.active = 0  # streams open now (chats and benchmark runs)
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
@@ -91,27 +109,36 @@ class Backend:
         return bool(self._latest.get("closing")) or self.stopping.is_set()
 
     # ---- requests --------------------------------------------------------------------
-    def _client(self) -> httpx.AsyncClient:
-        """One pooled client per event loop (Gradio's), over the socket."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+    def _client(self, path: str | None = None) -> httpx.AsyncClient:
+        """One pooled client per event loop (Gradio's) and socket (the main one by default)."""
+        path = path or self.socket_path
+        key = (asyncio.get_running_loop(), path)
+        client = self._clients.get(key)
         if client is None:
-            transport = httpx.AsyncHTTPTransport(uds=self.socket_path)
+            transport = httpx.AsyncHTTPTransport(uds=path)
             client = httpx.AsyncClient(
                 transport=transport,
                 base_url="http://server",
                 timeout=httpx.Timeout(None, connect=10),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
             )
-            self._clients[loop] = client
+            self._clients[key] = client
         return client
 
-    async def _lines(self, path: str, body: dict) -> AsyncIterator[Event]:
-        """POST `body`; yield the response's events (`protocol`); raise BackendError for an
-        error, whether the server refused the request or ended its stream with one."""
+    async def _lines(
+        self, path: str, body: dict, socket: str | None = None
+    ) -> AsyncIterator[Event]:
+        """POST `body` (to `socket`, else the main one); yield the response's events
+        (`protocol`); raise BackendError for an error, whether the server refused the request
+        or ended its stream with one. A socket nobody listens on (an API process being
+        replaced) sends the request to the main process instead: nothing was sent yet."""
         self.active += 1
         try:
-            async with self._client().stream("POST", path, json=body) as response:
+            try:
+                stream = await self._open(path, body, socket)
+            except httpx.ConnectError:
+                stream = await self._open(path, body, None)
+            async with stream as response:
                 if response.status_code != 200:
                     raise _refusal(await response.aread(), response.status_code)
                 async for line in response.aiter_lines():
@@ -126,9 +153,16 @@ class Backend:
         finally:
             self.active -= 1
 
+    async def _open(self, path: str, body: dict, socket: str | None):
+        """The streamed response to a POST, opened (its head read)."""
+        client = self._client(socket)
+        request = client.build_request("POST", path, json=body)
+        response = await client.send(request, stream=True)
+        return _Opened(response)
+
     def chat(self, request: ChatRequest) -> AsyncIterator[Event]:
         """A chat reply's events: ChatDelta..., then ChatDone."""
-        return self._lines("/internal/chat", request.to_json())
+        return self._lines("/internal/chat", request.to_json(), self.chat_socket)
 
     def benchmark(
         self, pairs: list[tuple[str, str]], spec: dict, owner: str | None = None

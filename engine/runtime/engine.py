@@ -21,9 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, aclosing, asynccontextmanager, nullcontext
 from dataclasses import replace
 
+from engine.models.sources import ResolvedModel
 from engine.qwen3.prompt import DEFAULT_SYSTEM_PROMPT, FittedPrompt, chat_prompt_ids, fit_to_context
 from engine.qwen3.prompt import token_ids as encode_text
 from engine.runtime.lifecycle import Lifecycle
+from engine.runtime.slots import Slot
 from engine.runtime.vllm_args import sampling_params, token_prompt
 from engine.runtime.warmup import warm_up
 from engine.settings.config import EngineConfig
@@ -100,10 +102,16 @@ class Engine:
     """The one shared AsyncLLM: its start, admission, prompts and generation; its life (build,
     status, health, shutdown) is held in `life`."""
 
-    def __init__(self, config: EngineConfig, before_ready: Sequence[BeforeReady] = ()):
+    def __init__(
+        self,
+        config: EngineConfig,
+        before_ready: Sequence[BeforeReady] = (),
+        attach: Slot | None = None,
+        model: ResolvedModel | None = None,
+    ):
         self.config = config
         self.before_ready = before_ready
-        self.life = Lifecycle(config)
+        self.life = Lifecycle(config, attach, model)  # attach: an API process's client
         self._holds = 0  # batches being added while the scheduler is held
         self._admitted = 0  # requests let in and not yet let go (see `admit`)
 

@@ -20,6 +20,7 @@ from engine.models import modelinfo
 from engine.models.sources import ResolvedModel, resolve_model
 from engine.qwen3.prompt import resolve_thinking
 from engine.runtime import vllm_args
+from engine.runtime.slots import SPARE_SLOTS, EngineSlots, Slot
 from engine.runtime.stats import Counters, stat_logger
 from engine.runtime.threads import run_in_daemon_thread
 from engine.settings.config import EngineConfig
@@ -54,13 +55,32 @@ def load_tokenizer(path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
-class Lifecycle:
-    """One AsyncLLM with its tokenizer: build, status, health and shutdown."""
+def _engine_config(args, clients: int, rank: int):
+    """vLLM's config for an engine core served by `clients` API processes, as this process
+    (`rank`; -1: the process that starts the engine core) sees it."""
+    from vllm.usage.usage_lib import UsageContext
 
-    def __init__(self, config: EngineConfig):
+    args._api_process_count, args._api_process_rank = clients, rank
+    return args.create_engine_config(UsageContext.OPENAI_API_SERVER)
+
+
+class Lifecycle:
+    """One AsyncLLM with its tokenizer: build, status, health and shutdown.
+
+    Three ways to build it: vLLM starts its own engine core (one API process, the default);
+    this process starts the engine core with a slot per API process and takes slot 0
+    (`config.api_processes` above 1, `engine.runtime.slots`); or, in an API process, a client
+    on a slot that the app's main process handed over (`attach`: the engine core runs
+    already, warm)."""
+
+    def __init__(
+        self, config: EngineConfig, attach: Slot | None = None, model: ResolvedModel | None = None
+    ):
         self.config = config
+        self.attach = attach  # an API process's slot at an engine core that runs already
+        self.slots: EngineSlots | None = None  # the engine core's slots, where this started it
         self.counters = Counters()
-        self.model: ResolvedModel | None = None
+        self.model: ResolvedModel | None = model
         self.tokenizer = None
         self.thinking = config.thinking  # the course prompt's thinking setting, once built
         self.max_model_len = config.max_model_len or 0  # vLLM's figure once built
@@ -118,12 +138,15 @@ class Lifecycle:
         def progress(message: str, fraction: float | None) -> None:
             loop.call_soon_threadsafe(self._set, "loading", message, fraction)
 
-        async with self.startup_phase("model", "loading", f"resolving model {self.config.model}"):
-            self.model = await asyncio.to_thread(resolve_model, self.config.model, progress)
+        if self.attach is None:
+            message = f"resolving model {self.config.model}"
+            async with self.startup_phase("model", "loading", message):
+                self.model = await asyncio.to_thread(resolve_model, self.config.model, progress)
         vllm_args.prepare_environment(self.config)
         # vLLM's first-start model inspection imports vLLM in a process of its own: run it
-        # now, beside this process's import, rather than after it.
-        side = modelinfo.start(self.model.path)
+        # now, beside this process's import, rather than after it (an API process's engine
+        # core is up: its inspection is done).
+        side = None if self.attach else modelinfo.start(self.model.path)
         async with self.startup_phase("import", "loading", "importing vLLM"):
             AsyncLLM, vllm_version = await asyncio.to_thread(_import_vllm)
         from engine.settings.devices import placement, runs_on_cpu
@@ -132,11 +155,16 @@ class Lifecycle:
         if runs_on_cpu():
             engine_message = "starting vLLM on the CPU: load weights, allocate the KV cache"
         async with self.startup_phase("engine", "loading", engine_message):
-            await asyncio.to_thread(modelinfo.wait, side, MODELINFO_TIMEOUT_S)
+            if side is not None:
+                await asyncio.to_thread(modelinfo.wait, side, MODELINFO_TIMEOUT_S)
             args = vllm_args.async_engine_args(self.config, self.model)
-            build = functools.partial(
-                AsyncLLM.from_engine_args, args, stat_loggers=[stat_logger(self.counters)]
-            )
+            loggers = [stat_logger(self.counters)]
+            if self.attach is not None:
+                build = functools.partial(self._client, AsyncLLM, args, loggers, self.attach)
+            elif self.config.api_processes > 1:
+                build = functools.partial(self._with_slots, AsyncLLM, args, loggers)
+            else:
+                build = functools.partial(AsyncLLM.from_engine_args, args, stat_loggers=loggers)
             self.llm = await self._with_remote_ranks(build)
             self.tokenizer = await asyncio.to_thread(load_tokenizer, self.model.path)
         self.max_model_len = self.llm.model_config.max_model_len
@@ -157,6 +185,29 @@ class Lifecycle:
                 "max_model_len": self.max_model_len,
                 "thinking": self.thinking,
             },
+        )
+
+    def _with_slots(self, AsyncLLM, args, loggers):
+        """Start the engine core with a slot per API process (and spares), then this
+        process's own client on slot 0."""
+        count = self.config.api_processes + SPARE_SLOTS
+        vllm_config = _engine_config(args, count, -1)
+        self.slots = EngineSlots.start(vllm_config, count, log_stats=not args.disable_log_stats)
+        return AsyncLLM.from_vllm_config(
+            vllm_config,
+            stat_loggers=loggers,
+            disable_log_stats=args.disable_log_stats,
+            **self.slots.take().client_kwargs(),
+        )
+
+    @staticmethod
+    def _client(AsyncLLM, args, loggers, slot: Slot):
+        """A client on a slot of an engine core that runs already (an API process)."""
+        return AsyncLLM.from_vllm_config(
+            _engine_config(args, slot.count, slot.index),
+            stat_loggers=loggers,
+            disable_log_stats=args.disable_log_stats,
+            **slot.client_kwargs(),
         )
 
     async def _with_remote_ranks(self, build):
@@ -186,9 +237,12 @@ class Lifecycle:
     # ---- health ----------------------------------------------------------------------
     def dead_reason(self) -> str | None:
         """Why the engine died, or None while it lives (or has not started)."""
-        if self.llm is None or not self.llm.errored:
+        if self.llm is None:
             return None
-        return f"engine process died ({type(self.llm.dead_error).__name__})"
+        if self.llm.errored:
+            return f"engine process died ({type(self.llm.dead_error).__name__})"
+        ended = self.slots.dead() if self.slots is not None else None
+        return f"engine process died ({ended} ended)" if ended else None
 
     def mark_failed(self, reason: str) -> None:
         self._set("failed", reason, error=reason)
@@ -237,5 +291,8 @@ class Lifecycle:
         self.llm = None
         if llm is not None:  # vLLM kills engine processes still there after the timeout
             await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
+        slots, self.slots = self.slots, None
+        if slots is not None:  # the engine core this process started for its API processes
+            await asyncio.to_thread(slots.shutdown, SHUTDOWN_TIMEOUT_S)
         if self.status.phase != "failed":
             self._set("stopped", "engine shut down")

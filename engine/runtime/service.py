@@ -26,7 +26,9 @@ from contextlib import suppress
 
 import uvloop
 
+from engine.models.sources import ResolvedModel
 from engine.runtime.engine import BeforeReady, Engine
+from engine.runtime.slots import Slot
 from engine.settings.config import EngineConfig
 from engine.types import EngineStatus, EngineUnavailable, ServerStopping
 from launch.processes import stop_engine_processes
@@ -40,13 +42,21 @@ STOP_GRACE_SECONDS = 1.5
 class EngineService:
     """Owns the engine loop thread and the current Engine; restarts it if it dies."""
 
-    def __init__(self, config: EngineConfig, auto_restart: bool = True):
+    def __init__(
+        self,
+        config: EngineConfig,
+        auto_restart: bool = True,
+        attach: Slot | None = None,
+        model: ResolvedModel | None = None,
+    ):
         self.config = config
-        self.auto_restart = auto_restart
-        # Coroutines run on every new engine before it says ready (see `Engine.start`);
-        # add them before `start()`.
+        self.auto_restart = auto_restart and attach is None
+        self.attach = attach  # an API process: a client of the main process's engine core
+        # Coroutines run on every new engine before it says ready (see `Engine.start`), and on
+        # an engine about to be closed (a restart, the shutdown); add them before `start()`.
         self.before_ready: list[BeforeReady] = []
-        self.engine = Engine(config, self.before_ready)
+        self.before_close: list[BeforeReady] = []
+        self.engine = Engine(config, self.before_ready, attach, model)
         self.restarts = 0
         self.closing = False
         # uvloop, as `vllm serve` runs its server: every streamed event crosses this loop.
@@ -98,6 +108,8 @@ class EngineService:
         """Start a restart, or wait for the one under way."""
         if self.closing:
             raise ServerStopping()
+        if self.attach is not None:
+            raise EngineUnavailable("an API process cannot restart the engine; the app can")
         if not self._restart_running():
             self._restarting = asyncio.create_task(self._restart(why))
         await asyncio.shield(self._restarting)
@@ -106,6 +118,7 @@ class EngineService:
         old = self.engine
         old.mark_failed(why)
         old.stop_requests(EngineUnavailable(f"engine restarting ({why}); try again shortly"))
+        await self._before_close(old)
         with suppress(Exception):
             await old.close()
         if self.closing:
@@ -153,6 +166,8 @@ class EngineService:
         self.stop()
         if self._thread.is_alive():
             with suppress(Exception):
+                self.submit(self._before_close(self.engine)).result(timeout=timeout)
+            with suppress(Exception):
                 self.submit(self.engine.close()).result(timeout=timeout)
             with suppress(Exception):
                 self.submit(self._cancel_tasks()).result(timeout=5)
@@ -161,6 +176,11 @@ class EngineService:
         # Whatever vLLM left: processes of a build that a stop cut short, or of a shutdown
         # that did not finish in time.
         stop_engine_processes(timeout=5)
+
+    async def _before_close(self, engine: Engine) -> None:
+        for hook in self.before_close:
+            with suppress(Exception):
+                await hook(engine)
 
     async def _cancel_tasks(self) -> None:
         """Cancel what still runs on the loop (the watchdog, servers' leftovers) before it stops."""

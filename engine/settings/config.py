@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 BENCH_BATCH = 358  # the course evaluation's batch: every question submitted at once
+MAX_API_PROCESSES = 16
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class EngineConfig:
     # vLLM's executor inside each rank: None (vLLM's choice; `mp`, a worker process, with data
     # parallelism) or `uni` (the model runs in the rank's own process).
     distributed_executor_backend: str | None = None
+    # Processes that serve the HTTP API and the UI's chats, each its own client of vLLM's
+    # engine core (vLLM's multi-API-server mode, `engine.runtime.slots`): this one and
+    # `api_processes - 1` more (`launch.api_processes`).
+    api_processes: int = 1
     extra_engine_args: dict = field(default_factory=dict)
     # Why this profile, set by `auto`: "chosen by auto for NVIDIA A10G (Ampere, ...)".
     profile_reason: str = ""
@@ -96,9 +101,14 @@ class EngineConfig:
             "warmup_tokens",
             "cpu_kvcache_gib",
             "data_parallel_size",
+            "api_processes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.api_processes > MAX_API_PROCESSES:
+            raise ValueError(
+                f"api_processes must be at most {MAX_API_PROCESSES}, got {self.api_processes}"
+            )
         if self.max_queued_requests is not None and self.max_queued_requests < 1:
             raise ValueError(
                 f"max_queued_requests must be at least 1, got {self.max_queued_requests}"

@@ -28,6 +28,10 @@ NOT_FLAGS = frozenset(
     }
 )
 HELP = {
+    "api_processes": "processes serving the HTTP API (the course routes and vLLM's OpenAI API "
+    "on one port) and the UI's chats, each its own client of vLLM's engine core, as vllm "
+    "serve --api-server-count runs them (default 1: this process alone); one that dies is "
+    "replaced while the others keep streaming",
     "max_model_len": "context length in tokens, or auto: the model's whole context as far as "
     "the KV cache holds it",
     "max_queued_requests": "the one admission limit: requests in the engine (chat, course API "
