@@ -10,6 +10,8 @@ The app's processes:
   port and a private Unix socket for the UI (`engine.runtime.service`, `server`);
 - vLLM's engine core, one process per data-parallel rank on this host, in a process group of
   their own (`launch.processes`);
+- with `--api-processes N` above 1, N - 1 more API processes, each its own client of the
+  engine core, sharing the API port and the UI's chats with this one (`launch.api_processes`);
 - the UI workers (`python -m ui`, Gradio, on loopback; `--ui-workers`, `launch.ui_process`),
   which reach the engine over the private socket;
 - the front on the UI's public port (`python -m launch.ui_front`, which becomes Caddy), keeping
@@ -173,10 +175,18 @@ def api_processes(args: argparse.Namespace, config, service, run_dir: str):
         path = os.path.join(run_dir, f"api-{position}.sock")  # as ui_group deals them out
         token, predict = args.api_token, args.predict_max_tokens
         return ApiProcessSpec(
-            position, quiet, engine.life.model, slot, api_socket, path, token, predict
+            position,
+            quiet,
+            engine.life.model,
+            slot,
+            api_socket,
+            path,
+            token,
+            predict,
+            service.admissions,
         )
 
-    processes = ApiProcesses(config.api_processes, spec_for)
+    processes = ApiProcesses(config.api_processes, spec_for, service.admissions)
     service.before_ready.append(processes.start_for)
     service.before_close.append(processes.stop)
     return api_socket

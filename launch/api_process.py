@@ -39,6 +39,7 @@ class ApiProcessSpec:
     socket_path: str  # its private Unix socket, for the UI workers' chats
     token: str | None
     predict_max_tokens: int
+    admissions: object  # the admission count all API processes share (an entry per slot)
 
 
 def run(spec: ApiProcessSpec, ready) -> None:
@@ -50,7 +51,9 @@ def run(spec: ApiProcessSpec, ready) -> None:
 
     signals = StopSignals()
     _name_process(f"qwen3-demo API process {spec.position}")
-    service = EngineService(spec.config, attach=spec.slot, model=spec.model)
+    service = EngineService(
+        spec.config, attach=spec.slot, model=spec.model, admissions=spec.admissions
+    )
     public, private = build_apps(
         service, spec.token, spec.predict_max_tokens, openai=spec.api_socket is not None
     )

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 
+from engine.runtime.admissions import clear
 from launch.api_process import READY_TIMEOUT_S, ApiProcessSpec, run
 from launch.processes import keep
 
@@ -37,10 +38,12 @@ STOP_TIMEOUT_S = 8.0
 class ApiProcesses:
     """API processes 1 .. count-1 of the current engine."""
 
-    def __init__(self, count: int, spec_for: Callable[..., ApiProcessSpec]):
+    def __init__(self, count: int, spec_for: Callable[..., ApiProcessSpec], admissions=None):
         self.count = count
         self.spec_for = spec_for
+        self.admissions = admissions  # the shared admission count (engine.runtime.admissions)
         self.processes: dict[int, multiprocessing.Process] = {}  # position -> process
+        self.slots: dict[int, int] = {}  # position -> its process's slot
         self.replaced = 0
         self._engine = None
         self._watch: asyncio.Task | None = None
@@ -79,6 +82,7 @@ class ApiProcesses:
         ready.close()
         slots.release_listeners(slot)  # the process holds its own copies now
         self.processes[position] = process
+        self.slots[position] = slot.index
         return answer
 
     async def _replace_dead(self, engine) -> None:
@@ -89,6 +93,8 @@ class ApiProcesses:
                 if process.is_alive():
                     continue
                 code = process.exitcode
+                if self.admissions is not None:  # the room its requests held is free again
+                    clear(self.admissions, self.slots[position])
                 waiting = self._start(position, engine)
                 if waiting is None:
                     del self.processes[position]

@@ -54,7 +54,11 @@ class GuardedApp:
                 refusal = EngineUnavailable("the OpenAI API is not up yet")
                 await self.refuse(refusal, True, scope, receive, send)
             else:
-                await self.openai(scope, receive, vllm_send(send, room))
+                # With several API processes, vLLM's own count of the request is this
+                # process's alone: the room is held until the response ends, in the shared
+                # count, instead of being let go at the first bytes.
+                early = room if self.guard.service.admissions is None else None
+                await self.openai(scope, receive, vllm_send(send, early))
         finally:
             if room is not None:
                 room.release()

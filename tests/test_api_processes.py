@@ -3,6 +3,8 @@
 One app, two API processes, two UI workers, on vLLM's CPU build:
 - the API port is served by both (every response says which: `x-api-process`), and vLLM's
   `/metrics` counts the requests of both whichever answers;
+- the one admission limit (`--max-queued-requests 6`) holds for the app as a whole: six
+  streams open over both processes, a seventh is refused with 503 `busy` by either;
 - each UI worker sends its chats to the private socket of the API process it was given, and a
   chat through the browser's path reaches the engine through that process;
 - an API process killed outright (SIGKILL) is replaced on a spare slot while a stream on the
@@ -40,6 +42,8 @@ def two(tmp_path_factory):
         "2",
         "--max-model-len",
         "1024",
+        "--max-queued-requests",
+        "6",
     )
 
 
@@ -119,6 +123,29 @@ def test_metrics_count_the_requests_of_every_api_process(two):
     assert counts == {12.0}, counts
 
 
+def test_the_admission_limit_counts_every_api_process(two):
+    two.wait_idle()
+    held = [stream_on(two, position, max_tokens=900) for position in "010101"]
+    try:
+        for _, response in held:
+            assert response.readline().startswith(b"data:")  # each is streaming
+        for position in ("0", "1"):
+            client = client_on(two, position)
+            body = {"model": "tiny-random", "prompt": "GPU", "max_tokens": 4}
+            refused = client.post("/v1/completions", json=body)
+            client.close()
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["x-api-process"] == position
+            assert refused.json()["error"]["reason"] == "busy", refused.text
+    finally:
+        for conn, _ in held:
+            conn.close()
+    two.wait_idle()
+    client = client_on(two, "1")
+    assert completion(client) == "1"  # the room is free again
+    client.close()
+
+
 def test_ui_workers_send_chats_to_their_api_process(two):
     workers = ui_workers(two)
     assert len(workers) == 2
@@ -162,8 +189,7 @@ def stream_on(app, position: str, max_tokens: int):
         if response.getheader("x-api-process") == position:
             assert response.status == 200
             return conn, response
-        response.read()
-        conn.close()
+        conn.close()  # the other process's stream ends with its connection
     pytest.fail(f"no stream landed on API process {position}")
 
 

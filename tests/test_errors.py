@@ -339,4 +339,4 @@ def test_the_ui_is_told_benchmark_running_by_code(service, private_socket):
 
 def assert_room_given_back(service) -> None:
     """Every admission has been let go once the runs' responses have ended."""
-    wait_for(lambda: service.engine._admitted == 0, 30, "the admission count back at 0")
+    wait_for(lambda: service.engine._admitted.value == 0, 30, "the admission count back at 0")

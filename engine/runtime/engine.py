@@ -24,6 +24,7 @@ from dataclasses import replace
 from engine.models.sources import ResolvedModel
 from engine.qwen3.prompt import DEFAULT_SYSTEM_PROMPT, FittedPrompt, chat_prompt_ids, fit_to_context
 from engine.qwen3.prompt import token_ids as encode_text
+from engine.runtime.admissions import LocalCount
 from engine.runtime.lifecycle import Lifecycle
 from engine.runtime.slots import Slot
 from engine.runtime.vllm_args import sampling_params, token_prompt
@@ -108,12 +109,14 @@ class Engine:
         before_ready: Sequence[BeforeReady] = (),
         attach: Slot | None = None,
         model: ResolvedModel | None = None,
+        admissions=None,
     ):
         self.config = config
         self.before_ready = before_ready
         self.life = Lifecycle(config, attach, model)  # attach: an API process's client
         self._holds = 0  # batches being added while the scheduler is held
-        self._admitted = 0  # requests let in and not yet let go (see `admit`)
+        # requests let in and not yet let go (see `admit`): here, or over the API processes
+        self._admitted = admissions or LocalCount()
 
     # ---- start -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -201,15 +204,15 @@ class Engine:
             )
         # vLLM's count can run ahead of ours for a moment (an abort not yet processed, an
         # OpenAI request with several prompts), so the larger of the two counts.
-        queued, limit = max(self._admitted, self.unfinished_requests()), self.config.admission_limit
-        if queued + count > limit:
+        limit = self.config.admission_limit
+        queued = self._admitted.reserve(count, limit, self.unfinished_requests())
+        if queued is not None:
             raise EngineBusy(BUSY.format(queued=queued, limit=limit))
-        self._admitted += count
         return Admission(self, count)
 
     def let_go(self, count: int) -> None:
         """Give back room an Admission held."""
-        self._admitted -= count
+        self._admitted.release(count)
 
     def admitted(
         self, held: Admission | None, count: int, ready: bool = True

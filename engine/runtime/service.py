@@ -27,8 +27,9 @@ from contextlib import suppress
 import uvloop
 
 from engine.models.sources import ResolvedModel
+from engine.runtime.admissions import SharedCount, clear
 from engine.runtime.engine import BeforeReady, Engine
-from engine.runtime.slots import Slot
+from engine.runtime.slots import SPARE_SLOTS, Slot
 from engine.settings.config import EngineConfig
 from engine.types import EngineStatus, EngineUnavailable, ServerStopping
 from launch.processes import stop_engine_processes
@@ -48,15 +49,21 @@ class EngineService:
         auto_restart: bool = True,
         attach: Slot | None = None,
         model: ResolvedModel | None = None,
+        admissions=None,
     ):
         self.config = config
         self.auto_restart = auto_restart and attach is None
         self.attach = attach  # an API process: a client of the main process's engine core
+        # The admission count shared by the API processes (an entry per slot), made here in
+        # the main process, handed to the API processes (`admissions`) with their slots.
+        self.admissions = admissions
+        if admissions is None and config.api_processes > 1:
+            self.admissions = SharedCount.make(config.api_processes + SPARE_SLOTS)
         # Coroutines run on every new engine before it says ready (see `Engine.start`), and on
         # an engine about to be closed (a restart, the shutdown); add them before `start()`.
         self.before_ready: list[BeforeReady] = []
         self.before_close: list[BeforeReady] = []
-        self.engine = Engine(config, self.before_ready, attach, model)
+        self.engine = self._new_engine(attach, model)
         self.restarts = 0
         self.closing = False
         # uvloop, as `vllm serve` runs its server: every streamed event crosses this loop.
@@ -124,8 +131,17 @@ class EngineService:
         if self.closing:
             return
         self.restarts += 1
-        self.engine = Engine(self.config, self.before_ready)
+        self.engine = self._new_engine()
         await self._boot(self.engine)
+
+    def _new_engine(self, attach: Slot | None = None, model=None) -> Engine:
+        """An engine (not started) counting its admissions in this process's entry."""
+        count = None
+        if self.admissions is not None:
+            if attach is None:  # the main process's new engine: nobody holds room yet
+                clear(self.admissions)
+            count = SharedCount(self.admissions, attach.index if attach else 0)
+        return Engine(self.config, self.before_ready, attach, model, count)
 
     def restart(self) -> concurrent.futures.Future:
         """Replace the engine with a fresh one (the web servers stay up); a restart asked for
