@@ -201,3 +201,34 @@ def test_the_ui_alone_streams_every_session_from_a_stand_in_server():
     cells = dict(zip(names, values, strict=True))
     chunks_min = int(cells["chunks min / mean"].split("/")[0])
     assert cells["failures"] == "0" and chunks_min >= 2, rows[-1]  # no failure; in pieces
+
+
+def test_the_sampled_time_is_split_by_part_of_the_serving_path():
+    """perf.serving's split of py-spy's raw stacks: the innermost frame that names a part
+    decides (the app's protocol.py is not vLLM's), the rest is "other"."""
+    from perf.serving import sample_split
+
+    lines = [
+        "Thread.run (threading.py:982);output_handler (vllm/v1/engine/async_llm.py:862) 6",
+        "wrap (starlette/responses.py:281);_reply_lines (server/internal.py:105);"
+        "encode (protocol.py:171) 2",
+        "wrap (starlette/responses.py:281);chat_completion_stream_generator "
+        "(vllm/entrypoints/openai/chat_completion/serving.py:700);"
+        "model_dump_json (vllm/entrypoints/openai/chat_completion/protocol.py:90) 4",
+        "relay (server/openai.py:140) 1",
+        "send (uvicorn/protocols/http/httptools_impl.py:540) 3",
+        "Thread.run (threading.py:982) 3",
+        "mystery (somewhere.py:1) 1",
+        "not a sample line",
+    ]
+    split = dict(sample_split(lines))
+    assert split == {
+        "vLLM: output handling (detokenize, RequestOutput)": 0.3,
+        "vLLM: OpenAI serving (events, JSON)": 0.2,
+        "HTTP & ASGI (uvicorn, starlette, FastAPI, middleware)": 0.15,
+        "event loop & threads (C code under them: I/O, callbacks)": 0.15,
+        "app: UI private socket (NDJSON lines)": 0.1,
+        "app: reasoning_content alias": 0.05,
+        "other": 0.05,
+    }
+    assert list(dict(sample_split(lines)))[0].startswith("vLLM: output handling")
