@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 
-from engine.runtime.admissions import clear
 from launch.api_process import READY_TIMEOUT_S, ApiProcessSpec, run
 from launch.processes import keep
 
@@ -94,7 +93,7 @@ class ApiProcesses:
                     continue
                 code = process.exitcode
                 if self.admissions is not None:  # the room its requests held is free again
-                    clear(self.admissions, self.slots[position])
+                    self.admissions.clear(self.slots[position])
                 waiting = self._start(position, engine)
                 if waiting is None:
                     del self.processes[position]

@@ -9,6 +9,7 @@ One app, two API processes, two UI workers, on vLLM's CPU build:
   chat through the browser's path reaches the engine through that process;
 - an API process killed outright (SIGKILL) is replaced on a spare slot while a stream on the
   other process goes on to its end; the replacement serves the port and its chats again;
+- an engine restart stops the API processes first and starts new ones on the new engine;
 - Ctrl-C to the app's process group ends every process of it, the API processes included,
   within seconds, with status 0.
 """
@@ -236,6 +237,24 @@ def test_a_chat_whose_api_process_is_gone_goes_to_the_main_process(two):
         120,
         "the app replaces the second killed API process",
     )
+
+
+def test_an_engine_restart_brings_new_api_processes(two):
+    two.wait_idle()
+    old = api_process_pids(two)[1]
+    main_socket = ui_workers(two)[1][1]  # the worker whose chats go to the main process
+    assert os.path.basename(main_socket) == "server.sock"
+    transport = httpx.HTTPTransport(uds=main_socket)
+    with httpx.Client(transport=transport, base_url="http://api", timeout=30) as client:
+        assert client.post("/internal/restart").json()["restarting"] is True
+    wait_for(lambda: two.log.read_text().count("2 API processes serve") >= 2, 240, "restarted")
+    wait_for(lambda: two.stats()["phase"] == "ready", 60, "the new engine ready")
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+    assert api_process_pids(two)[1] != old
+    for position in ("0", "1"):
+        client = client_on(two, position)
+        assert completion(client) == position
+        client.close()
 
 
 def test_ctrl_c_ends_every_process_of_the_app(two):

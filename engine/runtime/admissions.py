@@ -5,6 +5,9 @@ and the entry of an API process that died can be cleared."""
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 
 class LocalCount:
     """The count of a process that serves alone."""
@@ -25,38 +28,59 @@ class LocalCount:
         self.value -= count
 
 
-class SharedCount:
-    """This process's entry (`index`, its client slot) in the array all API processes share."""
+class SharedCounts:
+    """The counts of every client slot, in shared memory, guarded by a file lock (`flock`:
+    released by the kernel when a holder dies, and nothing left to clean up at exit, unlike a
+    named semaphore). Made by the main process, handed to the API processes it starts."""
 
-    def __init__(self, array, index: int):
-        self.array, self.index = array, index
-
-    @staticmethod
-    def make(slots: int):
-        """The shared array for `slots` client slots (made before the processes start)."""
+    def __init__(self, slots: int, lock_path: str):
         import multiprocessing
 
-        return multiprocessing.get_context("spawn").Array("q", slots)
+        self.values = multiprocessing.get_context("spawn").RawArray("q", slots)
+        self.lock_path = lock_path
+        open(lock_path, "a").close()
+        self._fd: int | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None}  # each process opens the lock file itself
+
+    @contextmanager
+    def locked(self):
+        import fcntl
+
+        if self._fd is None:
+            self._fd = os.open(self.lock_path, os.O_RDWR)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield self.values
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def clear(self, index: int | None = None) -> None:
+        """Forget what a process that is gone held (its entry, or every entry)."""
+        with self.locked() as values:
+            for i in range(len(values)) if index is None else [index]:
+                values[i] = 0
+
+
+class SharedCount:
+    """This process's entry (`index`, its client slot) in the counts all API processes share."""
+
+    def __init__(self, counts: SharedCounts, index: int):
+        self.counts, self.index = counts, index
 
     @property
     def value(self) -> int:
-        return self.array[self.index]
+        return self.counts.values[self.index]
 
     def reserve(self, count: int, limit: int, floor: int) -> int | None:
-        with self.array.get_lock():
-            queued = max(sum(self.array), floor)
+        with self.counts.locked() as values:
+            queued = max(sum(values), floor)
             if queued + count > limit:
                 return queued
-            self.array[self.index] += count
+            values[self.index] += count
         return None
 
     def release(self, count: int) -> None:
-        with self.array.get_lock():
-            self.array[self.index] -= count
-
-
-def clear(array, index: int | None = None) -> None:
-    """Forget what a process that is gone held (its entry, or every entry)."""
-    with array.get_lock():
-        for i in range(len(array)) if index is None else [index]:
-            array[i] = 0
+        with self.counts.locked() as values:
+            values[self.index] -= count

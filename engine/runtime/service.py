@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +29,7 @@ from contextlib import suppress
 import uvloop
 
 from engine.models.sources import ResolvedModel
-from engine.runtime.admissions import SharedCount, clear
+from engine.runtime.admissions import SharedCount, SharedCounts
 from engine.runtime.engine import BeforeReady, Engine
 from engine.runtime.slots import SPARE_SLOTS, Slot
 from engine.settings.config import EngineConfig
@@ -58,7 +60,8 @@ class EngineService:
         # the main process, handed to the API processes (`admissions`) with their slots.
         self.admissions = admissions
         if admissions is None and config.api_processes > 1:
-            self.admissions = SharedCount.make(config.api_processes + SPARE_SLOTS)
+            lock = os.path.join(tempfile.gettempdir(), f"qwen3-demo-admit-{os.getpid()}.lock")
+            self.admissions = SharedCounts(config.api_processes + SPARE_SLOTS, lock)
         # Coroutines run on every new engine before it says ready (see `Engine.start`), and on
         # an engine about to be closed (a restart, the shutdown); add them before `start()`.
         self.before_ready: list[BeforeReady] = []
@@ -139,7 +142,7 @@ class EngineService:
         count = None
         if self.admissions is not None:
             if attach is None:  # the main process's new engine: nobody holds room yet
-                clear(self.admissions)
+                self.admissions.clear()
             count = SharedCount(self.admissions, attach.index if attach else 0)
         return Engine(self.config, self.before_ready, attach, model, count)
 
@@ -192,6 +195,9 @@ class EngineService:
         # Whatever vLLM left: processes of a build that a stop cut short, or of a shutdown
         # that did not finish in time.
         stop_engine_processes(timeout=5)
+        if self.admissions is not None and self.attach is None:
+            with suppress(OSError):
+                os.unlink(self.admissions.lock_path)
 
     async def _before_close(self, engine: Engine) -> None:
         for hook in self.before_close:
