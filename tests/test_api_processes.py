@@ -183,15 +183,21 @@ def stream_on(app, position: str, max_tokens: int):
         }
     )
     host, port = app.api_url.removeprefix("http://").split(":")
-    for _ in range(200):
+    for _ in range(200):  # a connection that `position` accepted (asked with a cheap GET)
         conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
-        response = conn.getresponse()
-        if response.getheader("x-api-process") == position:
-            assert response.status == 200
-            return conn, response
-        conn.close()  # the other process's stream ends with its connection
-    pytest.fail(f"no stream landed on API process {position}")
+        conn.request("GET", "/v1/models")
+        answer = conn.getresponse()
+        answer.read()
+        if answer.getheader("x-api-process") == position:
+            break
+        conn.close()
+    else:
+        pytest.fail(f"API process {position} accepted none of 200 new connections")
+    conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    response = conn.getresponse()
+    assert response.getheader("x-api-process") == position
+    assert response.status == 200, response.read()[:500]
+    return conn, response
 
 
 def test_a_killed_api_process_is_replaced_while_the_other_streams_on(two):
