@@ -138,10 +138,8 @@ def ui_group(args: argparse.Namespace, socket_path: str, config):
     exposure = decide_exposure(args.share, args.auth, args.host, args.operator_key)
     argv = ui_argv(args, socket_path, config) + ["--operator", exposure.operator]
     secrets = {"QWEN_DEMO_AUTH": args.auth, "QWEN_DEMO_OPERATOR_KEY": args.operator_key}
-    folder = os.path.dirname(socket_path)  # each API process's socket (launch.api_processes)
-    chats = [socket_path] + [
-        os.path.join(folder, f"api-{k}.sock") for k in range(1, config.api_processes)
-    ]
+    folder = os.path.dirname(socket_path)
+    chats = [socket_path] + [api_socket_path(folder, k) for k in range(1, config.api_processes)]
     return UiGroup(
         argv, args.host, args.port, args.ui_workers, secrets, share=args.share, chat_sockets=chats
     )
@@ -172,17 +170,15 @@ def api_processes(args: argparse.Namespace, config, service, run_dir: str):
     quiet = replace(config, warmup_batch=0)  # the engine core is warm when they start
 
     def spec_for(position: int, engine, slot) -> ApiProcessSpec:
-        path = os.path.join(run_dir, f"api-{position}.sock")  # as ui_group deals them out
-        token, predict = args.api_token, args.predict_max_tokens
         return ApiProcessSpec(
             position,
             quiet,
             engine.life.model,
             slot,
             api_socket,
-            path,
-            token,
-            predict,
+            api_socket_path(run_dir, position),
+            args.api_token,
+            args.predict_max_tokens,
             service.admissions,
         )
 
@@ -190,6 +186,11 @@ def api_processes(args: argparse.Namespace, config, service, run_dir: str):
     service.before_ready.append(processes.start_for)
     service.before_close.append(processes.stop)
     return api_socket
+
+
+def api_socket_path(run_dir: str, position: int) -> str:
+    """The private socket of API process `position` (1, 2, ...), for the UI workers' chats."""
+    return os.path.join(run_dir, f"api-{position}.sock")
 
 
 def listening_socket(host: str, port: int):

@@ -43,7 +43,6 @@ class ApiProcesses:
         self.admissions = admissions  # the shared admission count (engine.runtime.admissions)
         self.processes: dict[int, multiprocessing.Process] = {}  # position -> process
         self.slots: dict[int, int] = {}  # position -> its process's slot
-        self.replaced = 0
         self._engine = None
         self._watch: asyncio.Task | None = None
         self._context = multiprocessing.get_context("spawn")
@@ -103,7 +102,6 @@ class ApiProcesses:
                         flush=True,
                     )
                     continue
-                self.replaced += 1
                 phase = await asyncio.to_thread(_answer, waiting)
                 print(
                     f"[api] API process {position} ended (exit {code}); replaced: {phase}",
@@ -120,10 +118,6 @@ class ApiProcesses:
             self._watch = None
         processes, self.processes = list(self.processes.values()), {}
         await asyncio.to_thread(_stop_all, processes)
-
-    def pids(self) -> dict[int, int]:
-        """Position -> pid of the API processes running now."""
-        return {k: p.pid for k, p in self.processes.items() if p.is_alive()}
 
 
 def _answer(answer) -> str:

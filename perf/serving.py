@@ -183,29 +183,34 @@ def sampling_summary(runs: list[tuple], top: int = 25) -> dict:
             summary[name] = {"error": "no samples"}
             continue
         total, inclusive, own = 0, {}, {}
-        for line in lines:
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            n = int(count)
+        for stack, n in raw_samples(lines):
             total += n
-            frames = [frame_name(f) for f in stack.split(";") if f]
+            frames = [frame_name(f) for f in stack if f]
             for frame in set(frames):
                 inclusive[frame] = inclusive.get(frame, 0) + n
             if frames:
                 own[frames[-1]] = own.get(frames[-1], 0) + n
-
-        def share(table, total=total):
-            best = sorted(table.items(), key=lambda kv: -kv[1])[:top]
-            return [(frame, round(n / max(total, 1), 3)) for frame, n in best]
-
         summary[name] = {
             "samples": total,
             "split": sample_split(lines),
-            "inclusive": share(inclusive),
-            "self": share(own),
+            "inclusive": shares(inclusive, total, top),
+            "self": shares(own, total, top),
         }
     return summary
+
+
+def raw_samples(lines: list[str]):
+    """(stack frames root first, count) of each sample line of a py-spy raw file."""
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            yield stack.split(";"), int(count)
+
+
+def shares(table: dict[str, int], total: int, top: int | None = None) -> list[tuple[str, float]]:
+    """`table`'s entries as shares of `total`, largest first (the `top` largest)."""
+    best = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+    return [(key, round(n / max(total, 1), 3)) for key, n in best]
 
 
 # Where a server process's time goes, by the innermost frame that belongs to a part of the path
@@ -241,21 +246,16 @@ def sample_split(lines: list[str]) -> list[tuple[str, float]]:
     rest as "other"; largest first."""
     counts: dict[str, int] = {}
     total = 0
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
+    for stack, n in raw_samples(lines):
         total += n
         part = "other"
-        for frame in reversed(stack.split(";")):
+        for frame in reversed(stack):
             hit = next((p for p, keys in PARTS if any(k in frame for k in keys)), None)
             if hit:
                 part = hit
                 break
         counts[part] = counts.get(part, 0) + n
-    best = sorted(counts.items(), key=lambda kv: -kv[1])
-    return [(part, round(n / max(total, 1), 3)) for part, n in best]
+    return shares(counts, total)
 
 
 def load_waves(args, api: str, ui: str | None) -> list[dict]:

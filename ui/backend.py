@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import httpx
 
@@ -28,19 +29,6 @@ from engine.types import EngineStatus, ErrorCode
 from protocol import ChatRequest, Event, StreamError, decode
 
 POLL_SECONDS = 0.5
-
-
-class _Opened:
-    """An open streamed response as a context manager that closes it."""
-
-    def __init__(self, response: httpx.Response):
-        self.response = response
-
-    async def __aenter__(self) -> httpx.Response:
-        return self.response
-
-    async def __aexit__(self, *exc) -> None:
-        await self.response.aclose()
 
 
 class BackendError(RuntimeError):
@@ -135,10 +123,10 @@ class Backend:
         self.active += 1
         try:
             try:
-                stream = await self._open(path, body, socket)
+                opened = await self._open(path, body, socket)
             except httpx.ConnectError:
-                stream = await self._open(path, body, None)
-            async with stream as response:
+                opened = await self._open(path, body, None)
+            async with aclosing(opened) as response:
                 if response.status_code != 200:
                     raise _refusal(await response.aread(), response.status_code)
                 async for line in response.aiter_lines():
@@ -153,12 +141,10 @@ class Backend:
         finally:
             self.active -= 1
 
-    async def _open(self, path: str, body: dict, socket: str | None):
-        """The streamed response to a POST, opened (its head read)."""
+    async def _open(self, path: str, body: dict, socket: str | None) -> httpx.Response:
+        """The streamed response to a POST, its head read (the caller closes it)."""
         client = self._client(socket)
-        request = client.build_request("POST", path, json=body)
-        response = await client.send(request, stream=True)
-        return _Opened(response)
+        return await client.send(client.build_request("POST", path, json=body), stream=True)
 
     def chat(self, request: ChatRequest) -> AsyncIterator[Event]:
         """A chat reply's events: ChatDelta..., then ChatDone."""

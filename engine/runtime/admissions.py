@@ -33,12 +33,13 @@ class SharedCounts:
     released by the kernel when a holder dies, and nothing left to clean up at exit, unlike a
     named semaphore). Made by the main process, handed to the API processes it starts."""
 
-    def __init__(self, slots: int, lock_path: str):
+    def __init__(self, slots: int):
         import multiprocessing
+        import tempfile
 
         self.values = multiprocessing.get_context("spawn").RawArray("q", slots)
-        self.lock_path = lock_path
-        open(lock_path, "a").close()
+        fd, self.lock_path = tempfile.mkstemp(prefix="qwen3-demo-admit-", suffix=".lock")
+        os.close(fd)
         self._fd: int | None = None
 
     def __getstate__(self) -> dict:
@@ -68,10 +69,6 @@ class SharedCount:
 
     def __init__(self, counts: SharedCounts, index: int):
         self.counts, self.index = counts, index
-
-    @property
-    def value(self) -> int:
-        return self.counts.values[self.index]
 
     def reserve(self, count: int, limit: int, floor: int) -> int | None:
         with self.counts.locked() as values:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,8 +59,7 @@ class EngineService:
         # the main process, handed to the API processes (`admissions`) with their slots.
         self.admissions = admissions
         if admissions is None and config.api_processes > 1:
-            lock = os.path.join(tempfile.gettempdir(), f"qwen3-demo-admit-{os.getpid()}.lock")
-            self.admissions = SharedCounts(config.api_processes + SPARE_SLOTS, lock)
+            self.admissions = SharedCounts(config.api_processes + SPARE_SLOTS)
         # Coroutines run on every new engine before it says ready (see `Engine.start`), and on
         # an engine about to be closed (a restart, the shutdown); add them before `start()`.
         self.before_ready: list[BeforeReady] = []

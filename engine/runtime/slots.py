@@ -71,11 +71,6 @@ class EngineSlots:
             raise
         return cls(listeners, launch, count)
 
-    @property
-    def left(self) -> int:
-        """Slots not taken yet."""
-        return self.count - self._next
-
     def take(self) -> Slot | None:
         """The next free slot with copies of its listeners (the caller's own client adopts
         them, or a process it starts: then `release_listeners` closes the caller's copies),
