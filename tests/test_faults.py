@@ -41,7 +41,8 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "secret"
 ADMITTED = 3  # the restartable instance's admission limit (--max-queued-requests)
-BUSY_WITHIN_S = 1.0  # a refusal past the limit: the median of chat's, /predict's and /v1's
+BUSY_WITHIN_S = 3.0  # a refusal past the limit: the median of chat's, /predict's and /v1's
+# (a slot frees only when a 900-token reply ends: tens of seconds on a 2-core machine)
 BUSY_TRIES = 5
 OPERATOR_KEY = "operator-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -342,9 +343,11 @@ class TestEngineLifecycle:
     @pytest.mark.timeout(400)
     def test_past_the_admission_limit_every_caller_is_told_busy_at_once(self, restartable):
         """One limit counts the OpenAI API, the chat and /predict together; past it, each of
-        them answers "busy, try again shortly" at once instead of waiting for a slot (the
-        median of several tries within a second; on a 2-core machine whose cores the engine
-        keeps busy, a single answer can lag behind by the scheduler's whim)."""
+        them answers "busy, try again shortly" at once instead of waiting for a slot: the median
+        of several tries within BUSY_WITHIN_S, far less than a held slot's 900-token reply
+        takes. On a 2-core machine whose cores the engine and the holders keep busy, a
+        browser tab's refusal (queue join, then its event stream) has taken up to 1.5 s in
+        the median and 4 s at worst."""
         import statistics
         import threading
 
