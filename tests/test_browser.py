@@ -270,7 +270,9 @@ def test_stop_aborts_the_request_in_the_engine(page, app):
     expect(stop).to_be_visible()
     assert app.stats()["unfinished"] >= 1, "the long reply is not running in the engine"
 
-    stop.click()
+    # at once, as a person clicks: the streaming reply keeps the layout moving, and waiting for
+    # the button to stand still can outlast the reply on a busy machine
+    stop.click(force=True, timeout=10_000)
     stopped_at = time.monotonic()
     deadline = stopped_at + 10
     while app.stats()["unfinished"] and time.monotonic() < deadline:
